@@ -1,0 +1,121 @@
+"""`loopctr` command line: parses and validates, then calls one library function.
+
+User errors (bad input, bad config) print one message and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loopctr import __version__
+from loopctr.errors import UserError
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def cmd_prepare(args):
+    from loopctr.data.prepare import prepare_dataset
+
+    prepare_dataset(args.dataset, args.out, source_dir=args.source, overwrite=args.overwrite,
+                    synthetic_overrides=args.overrides)
+
+
+def cmd_train(args):
+    from loopctr.train.trainer import train
+
+    if args.data is None and not args.resume:
+        raise UserError("--data is required (a directory made by `loopctr prepare`)")
+    data = args.data
+    if data is None:
+        import yaml
+        from pathlib import Path
+
+        config = Path(args.out) / "config.yaml"
+        data = yaml.safe_load(config.read_text()).get("data_dir") if config.is_file() else None
+        if data is None:
+            raise UserError(f"{args.out}: nothing to resume (no config.yaml)")
+    report = train(data, args.out, args.model, args.config, args.overrides, resume=args.resume)
+    print(_table([report], ["model", "auc", "gauc", "logloss", "ne", "best_epoch", "train_samples_per_s"]))
+
+
+def cmd_evaluate(args):
+    from loopctr.train.evaluate import evaluate_run
+
+    report = evaluate_run(args.run, args.split, args.data)
+    rows = [{"depth": "model", **report}] + [{**d} for d in report.get("by_depth", [])]
+    if "oracle" in report:
+        rows.append({"depth": "oracle", **report["oracle"]})
+    print(_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
+    print(f"wrote {args.run}/eval.json")
+
+
+def cmd_demo(args):
+    from loopctr.demo import run_demo
+
+    run_demo(args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loopctr", description="CTR prediction with loop-scaled Transformers.")
+    p.add_argument("--version", action="version", version=f"loopctr {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="fit vocabularies on train and write a prepared dataset")
+    s.add_argument("--dataset", required=True, help="built-in dataset name, or a schema .yaml")
+    s.add_argument("--source", help="directory with the split files")
+    s.add_argument("--out", required=True, help="prepared dataset directory to write")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset prepared with other settings")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="generator settings (synthetic only)")
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("train", help="train a model into a run directory")
+    s.add_argument("--data", help="prepared dataset directory")
+    s.add_argument("--model", help="model name (see `loopctr models`)")
+    s.add_argument("--out", required=True, help="run directory (must not exist, unless --resume)")
+    s.add_argument("--config", help="YAML with model/train/data sections")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=3 model.dnn_dropout=0.2")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a run's best weights; writes <run>/eval.json")
+    s.add_argument("--run", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("models", help="list the available models")
+    s.set_defaults(func=lambda a: print("\n".join(sorted(__import__("loopctr.models", fromlist=["MODELS"]).MODELS))))
+
+    s = sub.add_parser("demo", help="generate the built-in dataset, train every model, print a results table")
+    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--quick", action="store_true", help="a smaller dataset and budget (for tests)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"loopctr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"loopctr {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Datasets: schemas, source readers, preparation into column files, and the batch loader."""

@@ -1,0 +1,77 @@
+"""Read a prepared-dataset directory: schema, vocabularies and memory-mapped column files per split."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from loopctr.data.prepare import FORMAT_VERSION, GROUP, LABEL
+from loopctr.data.schema import Schema, schema_from_dict
+from loopctr.errors import UserError
+
+
+class SplitData:
+    """Column arrays of one split, memory-mapped on first use (a dataset larger than RAM works)."""
+
+    def __init__(self, directory: Path, schema: Schema, rows: int):
+        self.directory = directory
+        self.schema = schema
+        self.rows = rows
+        self._columns: dict[str, np.ndarray] = {}
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self._columns:
+            path = self.directory / f"{name}.npy"
+            if not path.is_file():
+                raise UserError(f"{path}: missing from the prepared dataset; run `loopctr prepare` again")
+            self._columns[name] = np.load(path, mmap_mode="r")
+        return self._columns[name]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.column(LABEL)
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        return self.column(GROUP) if self.schema.group else None
+
+
+class PreparedDataset:
+    def __init__(self, path):
+        self.path = Path(path)
+        meta_path = self.path / "schema.json"
+        if not meta_path.is_file():
+            raise UserError(f"{self.path}: not a prepared dataset (no schema.json); run `loopctr prepare` first")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{self.path}: prepared with another loopctr format; run `loopctr prepare --overwrite`")
+        self.schema: Schema = schema_from_dict(self.meta["schema"], where=str(meta_path))
+        self.vocab_sizes: dict[str, int] = self.meta["vocab_sizes"]
+        self.fingerprint: str = self.meta["fingerprint"]
+        self._check_files()
+
+    def _check_files(self):
+        names = [LABEL] + ([GROUP] if self.schema.group else [])
+        for f in self.schema.fields:
+            names += [f.name, f.name + ".offsets"] if f.type == "sequence" else [f.name]
+        for split in self.meta["splits"]:
+            for name in names:
+                if not (self.path / split / f"{name}.npy").is_file():
+                    raise UserError(f"{self.path / split / name}.npy: missing from the prepared dataset; "
+                                    "run `loopctr prepare --overwrite` again")
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    def split(self, name: str) -> SplitData:
+        if name not in self.meta["splits"]:
+            raise UserError(f"{self.path}: no split '{name}' (has {self.split_names})")
+        return SplitData(self.path / name, self.schema, self.meta["splits"][name]["rows"])
+
+    @cached_property
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {name: json.loads((self.path / "vocab" / f"{name}.json").read_text()) for name in self.vocab_sizes}

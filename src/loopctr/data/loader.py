@@ -1,0 +1,184 @@
+"""Batches as dicts of tensors, sliced from memory-mapped column arrays.
+
+No per-row `__getitem__` and collate: a batch is one fancy-index per column. Sequences are stored ragged
+and padded per batch to the batch's longest row. Rows are shuffled by permuting blocks of consecutive rows
+(block 1 = a full shuffle; larger blocks read larger-than-RAM data sequentially). Optional length bucketing
+groups rows of similar length so that little padding is computed at all. Under DDP every global batch
+is split across ranks, so the optimisation sees the same global batch whatever the world size.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from loopctr.data.dataset import SplitData
+from loopctr.data.prepare import GROUP, LABEL
+from loopctr.errors import UserError
+
+
+@dataclass
+class LoaderConfig:
+    max_len: int = 0  # keep the most recent max_len events of every sequence (0: as prepared)
+    shuffle_block: int = 1  # shuffle blocks of this many consecutive rows (1: every row independently)
+    length_buckets: int = 0  # sort rows by sequence length within windows of this many batches (0: off)
+    prefetch: int = 2  # batches assembled ahead in a background thread (0: in the training thread)
+
+    def validate(self):
+        for name in ("max_len", "length_buckets", "prefetch"):
+            if getattr(self, name) < 0:
+                raise UserError(f"data.{name} must be >= 0")
+        if self.shuffle_block < 1:
+            raise UserError("data.shuffle_block must be >= 1")
+
+
+class BatchLoader:
+    def __init__(self, split: SplitData, batch_size: int, config: LoaderConfig | None = None, shuffle: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False, with_groups: bool = False):
+        if batch_size < 1:
+            raise UserError("batch_size must be >= 1")
+        self.split = split
+        self.schema = split.schema
+        self.batch_size = batch_size
+        self.config = config or LoaderConfig()
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+        self.with_groups = with_groups and split.schema.group is not None
+        self.sequences = [f for f in self.schema.fields if f.type == "sequence"]
+        prepared_len = max((f.max_len for f in self.sequences), default=0)
+        self.max_len = min(self.config.max_len or prepared_len, prepared_len)
+        self.length_key = self._length_key() if (self.sequences and self.config.length_buckets) else None
+
+    def _length_key(self) -> np.ndarray:
+        lengths = np.stack([np.diff(self.split.column(f.name + ".offsets")) for f in self.sequences]).max(0)
+        return np.minimum(lengths, self.max_len)
+
+    # -- index plans -------------------------------------------------------------------------------------
+    def _order(self, epoch: int) -> np.ndarray:
+        n = self.split.rows
+        if not self.shuffle:
+            return np.arange(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        block = self.config.shuffle_block
+        starts = rng.permutation((n + block - 1) // block) * block
+        order = (starts[:, None] + np.arange(block)[None, :]).ravel()
+        return order[order < n] if block > 1 else order
+
+    def _global_batches(self, epoch: int) -> list[np.ndarray]:
+        order = self._order(epoch)
+        n, b = order.shape[0], self.batch_size
+        n_batches = n // b if self.drop_last else (n + b - 1) // b
+        batches = [order[i * b:(i + 1) * b] for i in range(n_batches)]
+        if self.world_size > 1 and batches and len(batches[-1]) < self.world_size:
+            batches.pop()  # too small to give every rank a row
+        if self.length_key is not None and self.shuffle:
+            batches = self._bucket(batches, epoch)
+        return batches
+
+    def _bucket(self, batches: list[np.ndarray], epoch: int) -> list[np.ndarray]:
+        """Within windows of `length_buckets` batches, regroup rows by length, then shuffle the batch order."""
+        window = self.config.length_buckets
+        rng = np.random.default_rng([self.seed, epoch, 1])
+        out = []
+        for w in range(0, len(batches), window):
+            rows = np.concatenate(batches[w:w + window])
+            rows = rows[np.argsort(self.length_key[rows], kind="stable")]
+            sizes = np.cumsum([len(x) for x in batches[w:w + window]])[:-1]
+            out.extend(np.split(rows, sizes))
+        return [out[i] for i in rng.permutation(len(out))]
+
+    def rank_rows(self, epoch: int = 0) -> list[np.ndarray]:
+        """This rank's row indices, batch by batch."""
+        if self.shuffle:
+            return [np.sort(np.array_split(b, self.world_size)[self.rank]) for b in self._global_batches(epoch)]
+        shard = np.array_split(np.arange(self.split.rows), self.world_size)[self.rank]
+        return [shard[i:i + self.batch_size] for i in range(0, shard.shape[0], self.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.rank_rows(0))
+
+    # -- batch assembly ----------------------------------------------------------------------------------
+    def gather(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = {LABEL: torch.from_numpy(np.asarray(self.split.labels[rows]))}
+        if self.with_groups:
+            batch[GROUP] = torch.from_numpy(np.asarray(self.split.groups[rows]))
+        spans = {}
+        for f in self.sequences:
+            offsets = self.split.column(f.name + ".offsets")
+            end = np.asarray(offsets[rows + 1])
+            count = np.minimum(end - np.asarray(offsets[rows]), self.max_len)
+            spans[f.name] = (end - count, count)
+        width = max([1] + [int(c.max(initial=0)) for _, c in spans.values()])
+        for f in self.schema.fields:
+            column = self.split.column(f.name)
+            if f.type == "sequence":
+                values = _pad(column, *spans[f.name], width, f.padding)
+            else:
+                values = np.asarray(column[rows])
+            batch[f.name] = torch.from_numpy(values)
+        return batch
+
+    def batches(self, epoch: int = 0, start: int = 0):
+        """Yield this rank's batches of `epoch`, skipping the first `start` (to resume mid-epoch)."""
+        plan = self.rank_rows(epoch)[start:]
+        if self.config.prefetch == 0:
+            for rows in plan:
+                yield self.gather(rows)
+            return
+        yield from _prefetched((self.gather(rows) for rows in plan), self.config.prefetch)
+
+
+def _pad(flat: np.ndarray, start: np.ndarray, count: np.ndarray, width: int, padding: str) -> np.ndarray:
+    """Rows flat[start[i]:start[i]+count[i]] as a (rows, width) int32 array, padded with 0 on `padding`'s side."""
+    rows = count.shape[0]
+    out = np.zeros((rows, width), dtype=np.int32)
+    total = int(count.sum())
+    if total:
+        first = np.cumsum(count) - count
+        j = np.arange(total) - np.repeat(first, count)
+        col = j + np.repeat(width - count, count) if padding == "pre" else j
+        out[np.repeat(np.arange(rows), count), col] = flat[np.repeat(start, count) + j]
+    return out
+
+
+def _prefetched(iterator, depth: int):
+    """Run `iterator` in a background thread, `depth` items ahead. Stops cleanly if the consumer stops."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # surfaced in the consumer thread
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+

@@ -1,0 +1,40 @@
+"""Model registry: every model is importable from here and buildable by name."""
+
+from __future__ import annotations
+
+from loopctr.errors import UserError
+from loopctr.models.base import CTRModel, ModelConfig
+
+MODELS: dict[str, type[CTRModel]] = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        MODELS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def model_class(name: str) -> type[CTRModel]:
+    if name not in MODELS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(MODELS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown model '{name}'{hint} (available: {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None) -> CTRModel:
+    cls = model_class(name)
+    model = cls(schema, vocab_sizes, config or cls.config_class())
+    model.reset_parameters()
+    return model
+
+
+from loopctr.models.dnn import DNN  # noqa: E402  (registration)
+from loopctr.models.din import DIN  # noqa: E402
+
+__all__ = ["MODELS", "register", "model_class", "build_model", "CTRModel", "ModelConfig", "DNN", "DIN"]

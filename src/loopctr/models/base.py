@@ -1,0 +1,81 @@
+"""The model interface every CTR model implements.
+
+A model is built from a schema, the vocabulary sizes and its dataclass config; `forward(batch)` returns a
+dict with `logits` (B,) and optionally `logits_by_depth` (depths, B) and `aux_loss` (a scalar added to the
+training loss). Models never read files and know nothing of the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from loopctr.data.schema import Schema
+from loopctr.errors import UserError
+from loopctr.layers.embedding import FeatureEmbedding
+from loopctr.layers.mlp import ACTIVATIONS
+
+
+@dataclass
+class ModelConfig:
+    embedding_dim: int = 64
+
+    def validate(self):
+        if self.embedding_dim < 1:
+            raise UserError("model.embedding_dim must be >= 1")
+        for name in ("activation", "dnn_activation", "attention_activation"):
+            value = getattr(self, name, None)
+            if value is not None and value.lower() not in ACTIVATIONS:
+                raise UserError(f"model.{name}: '{value}' is not one of {list(ACTIVATIONS)}")
+        for name in ("dropout", "dnn_dropout", "attention_dropout"):
+            value = getattr(self, name, None)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UserError(f"model.{name} must be in [0, 1)")
+
+
+class CTRModel(nn.Module):
+    config_class: type[ModelConfig] = ModelConfig
+
+    def __init__(self, schema: Schema, vocab_sizes: dict[str, int], config: ModelConfig):
+        super().__init__()
+        self.schema = schema
+        self.config = config
+        self.embedding = FeatureEmbedding(schema, vocab_sizes, config.embedding_dim)
+
+    def reset_parameters(self):
+        """FuxiCTR's initialisation: Xavier-normal Linear weights, zero biases; embeddings N(0, 1e-4)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        self.embedding.reset_parameters()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss and its parts (for logging). Mean BCE on the logits, plus any auxiliary loss."""
+        loss = F.binary_cross_entropy_with_logits(outputs["logits"], labels)
+        parts = {"bce": loss.detach()}
+        if "aux_loss" in outputs:
+            loss = loss + outputs["aux_loss"]
+            parts["aux"] = outputs["aux_loss"].detach()
+        return loss, parts
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
+
+    def parameter_counts(self) -> dict[str, int]:
+        emb = {id(p) for p in self.embedding_parameters()}
+        counts = {"embedding": 0, "dense": 0}
+        for p in self.parameters():
+            counts["embedding" if id(p) in emb else "dense"] += p.numel()
+        return counts
+
+    # helpers for models -------------------------------------------------------------------------------
+    def sequence_mask(self, batch, field: str) -> torch.Tensor:
+        return batch[field] != 0

@@ -1,0 +1,105 @@
+"""Predict a split and compute its metrics; with per-depth logits, metrics by depth and the oracle."""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from loopctr import metrics as M
+from loopctr.data.loader import BatchLoader
+from loopctr.data.prepare import GROUP, LABEL
+from loopctr.train.distributed import DistEnv, gather_arrays
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "off":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off") -> tuple[dict[str, np.ndarray] | None, float]:
+    """Probabilities for this split (gathered on rank 0) and the samples/s of this rank's forward passes."""
+    model.eval()
+    preds, by_depth, labels, groups = [], [], [], []
+    seen, start = 0, time.perf_counter()
+    for batch in loader.batches():
+        labels.append(batch[LABEL].numpy())
+        if GROUP in batch:
+            groups.append(batch[GROUP].numpy())
+        with autocast(env.device, amp):
+            out = model(to_device(batch, env.device))
+        preds.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
+        if "logits_by_depth" in out:
+            by_depth.append(torch.sigmoid(out["logits_by_depth"].float()).cpu().numpy())
+        seen += batch[LABEL].shape[0]
+    seconds = time.perf_counter() - start
+    arrays = {"preds": _cat(preds), "labels": _cat(labels)}
+    if groups:
+        arrays["groups"] = _cat(groups)
+    if by_depth:
+        arrays["preds_by_depth"] = np.concatenate(by_depth, axis=1) if by_depth else None
+    return gather_arrays(env, arrays), seen / max(seconds, 1e-9)
+
+
+def _cat(parts):
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def split_metrics(arrays: dict[str, np.ndarray]) -> dict:
+    """The standard metrics; with preds_by_depth also `by_depth` and `oracle` (best depth per sample)."""
+    labels, groups = arrays["labels"], arrays.get("groups")
+    out = M.all_metrics(labels, arrays["preds"], groups)
+    if "preds_by_depth" in arrays:
+        by_depth = arrays["preds_by_depth"]
+        out["by_depth"] = [{"depth": d + 1, **M.all_metrics(labels, p, groups)} for d, p in enumerate(by_depth)]
+        best, chosen = M.oracle_predictions(labels, by_depth)
+        oracle = M.all_metrics(labels, best, groups)
+        oracle["headroom_auc"] = oracle["auc"] - out["by_depth"][0]["auc"]
+        oracle["depth_share"] = (np.bincount(chosen, minlength=by_depth.shape[0]) / chosen.shape[0]).tolist()
+        out["oracle"] = oracle
+    return out
+
+
+def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None) -> dict:
+    """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json`."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    from loopctr.data.dataset import PreparedDataset
+    from loopctr.errors import UserError
+    from loopctr.models import build_model
+    from loopctr.train import checkpoint as ckpt
+    from loopctr.train.config import build_run_config
+    from loopctr.train.distributed import DistEnv
+
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
+    base = yaml.safe_load(saved.read_text())
+    data = PreparedDataset(data_dir or base.pop("data_dir", None) or "")
+    base.pop("data_dir", None)
+    run = build_run_config(None, base=base)
+    state = ckpt.load(run_dir / ckpt.BEST, data.fingerprint)
+    model = build_model(run.model_name, data.schema, data.vocab_sizes, run.model)
+    model.load_state_dict(state["model"])
+    loader = BatchLoader(data.split(split), batch_size or run.train.eval_batch_size, run.data, with_groups=True)
+    arrays, speed = predict(model, loader, DistEnv())
+    report = {"split": split, "rows": int(arrays["labels"].shape[0]), **split_metrics(arrays),
+              "eval_samples_per_s": speed, "epoch": state.get("epoch")}
+    from loopctr.train.checkpoint import atomic_write_text
+
+    atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,333 @@
+"""The training loop, top to bottom: build, (resume), train epochs, validate, early-stop, test, report.
+
+Runs as one process or under `torchrun` (rank 0 alone logs and writes). Everything is written inside the
+run directory: config.yaml, schema.json, metrics.jsonl, checkpoint.pt (full state), best.pt (weights of the
+best validation epoch), metrics.json (final report).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm import tqdm
+
+from loopctr.data.dataset import PreparedDataset
+from loopctr.data.loader import BatchLoader
+from loopctr.data.prepare import LABEL
+from loopctr.errors import UserError
+from loopctr.models import build_model
+from loopctr.train import checkpoint as ckpt
+from loopctr.train import distributed
+from loopctr.train.config import RunConfig, build_run_config, monitor_terms
+from loopctr.train.evaluate import autocast, predict, split_metrics, to_device
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # batches of the current epoch already trained (mid-epoch checkpoints)
+    step: int = 0
+    best_score: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    lr_scale: float = 1.0  # product of plateau reductions
+    samples: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+    history: list = field(default_factory=list)
+
+
+def build_optimizer(model, cfg) -> torch.optim.Optimizer:
+    emb_ids = {id(p) for p in model.embedding_parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in emb_ids], "weight_decay": cfg.embedding_weight_decay},
+        {"params": [p for p in model.parameters() if id(p) not in emb_ids], "weight_decay": cfg.weight_decay},
+    ]
+    groups = [g for g in groups if g["params"]]
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr)
+
+
+def learning_rate(cfg, step: int, total_steps: int, lr_scale: float) -> float:
+    lr = cfg.lr * lr_scale
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        lr *= (step + 1) / cfg.warmup_steps
+    elif cfg.lr_schedule == "cosine":
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        lr *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(lr, cfg.min_lr)
+
+
+def monitor_score(metrics: dict, monitor: str) -> float:
+    terms, _ = monitor_terms(monitor)
+    missing = [t for t in terms if t not in metrics]
+    if missing:
+        raise UserError(f"train.monitor uses {missing}, which this dataset cannot compute (no group field?)")
+    return float(sum(metrics[t] for t in terms))
+
+
+def improved(score: float, best: float | None, mode: str, min_delta: float = 1e-6) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(score)
+    return score > best + min_delta if mode == "max" else score < best - min_delta
+
+
+class Trainer:
+    def __init__(self, data_dir, out_dir, run: RunConfig, resume: bool = False, log=print):
+        self.run = run
+        self.cfg = run.train
+        self.out = Path(out_dir)
+        self.log = log
+        self.data = PreparedDataset(data_dir)
+        self.env = distributed.init(self.cfg.device)
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        if self.cfg.valid_split not in self.data.split_names:
+            raise UserError(f"{data_dir}: no '{self.cfg.valid_split}' split for early stopping "
+                            f"(has {self.data.split_names}); set train.valid_split")
+        torch.manual_seed(self.cfg.seed)
+        self.model = build_model(run.model_name, self.data.schema, self.data.vocab_sizes, run.model).to(self.env.device)
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.scaler = torch.amp.GradScaler("cuda") if self.cfg.amp == "fp16" and self.env.device.type == "cuda" else None
+        self.train_loader = BatchLoader(self.data.split("train"), self.cfg.batch_size, run.data, shuffle=True,
+                                        seed=self.cfg.seed, rank=self.env.rank, world_size=self.env.world_size)
+        self.state = TrainState()
+        self.step_model = self._wrap(self.model)
+        if resume:
+            self._resume()
+        elif self.env.is_main:
+            self._start_run_dir(data_dir)
+        distributed.barrier(self.env)
+        self.tb = self._tensorboard()
+
+    # -- setup -------------------------------------------------------------------------------------------
+    def _wrap(self, model):
+        if self.env.enabled:
+            ids = [self.env.device.index] if self.env.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.cfg.compile:
+            model = torch.compile(model, dynamic=True)
+        return model
+
+    def _start_run_dir(self, data_dir):
+        if self.out.exists() and any(self.out.iterdir()):
+            raise UserError(f"{self.out}: run directory exists and is not empty; pass --resume to continue it "
+                            "or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
+        ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        shutil.copyfile(self.data.path / "schema.json", self.out / "schema.json")
+
+    def _resume(self):
+        state = ckpt.load(self.out / ckpt.CHECKPOINT, self.data.fingerprint)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.state = TrainState(**state["trainer"])
+        ckpt.set_rng_state(state["rng"])
+        self.log(f"resuming {self.out} at epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch} "
+                 f"(step {self.state.step})")
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.env.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    # -- logging and checkpoints -------------------------------------------------------------------------
+    def _record(self, entry: dict):
+        if not self.env.is_main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        if self.tb is not None:
+            for key, value in entry.items():
+                if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                    self.tb.add_scalar(f"{entry['event']}/{key}", value, self.state.step)
+
+    def _save_checkpoint(self):
+        if not self.env.is_main:
+            return
+        ckpt.save(self.out / ckpt.CHECKPOINT, {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "trainer": self.state.__dict__,
+            "rng": ckpt.rng_state(),
+            "config": self.run.to_dict(),
+            "data_fingerprint": self.data.fingerprint,
+        })
+
+    def _save_best(self):
+        if self.env.is_main:
+            ckpt.save(self.out / ckpt.BEST, {"model": self.model.state_dict(), "config": self.run.to_dict(),
+                                             "data_fingerprint": self.data.fingerprint, "epoch": self.state.epoch})
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def train_step(self, batch) -> torch.Tensor:
+        batch = to_device(batch, self.env.device)
+        with autocast(self.env.device, self.cfg.amp):
+            outputs = self.step_model(batch)
+            loss, _ = self.model.loss(outputs, batch[LABEL])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return loss.detach()
+
+    def train_epoch(self):
+        st, cfg = self.state, self.cfg
+        steps_per_epoch = len(self.train_loader)
+        total_steps = steps_per_epoch * cfg.epochs
+        self.model.train()
+        bar = tqdm(total=steps_per_epoch, initial=st.batch_in_epoch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
+                   disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
+        window_loss, window_samples, window_start = torch.zeros((), device=self.env.device), 0, time.perf_counter()
+        epoch_start = time.perf_counter()
+        for batch in self.train_loader.batches(st.epoch, start=st.batch_in_epoch):
+            lr = learning_rate(cfg, st.step, total_steps, st.lr_scale)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss = self.train_step(batch)
+            n = batch[LABEL].shape[0] * self.env.world_size
+            st.step += 1
+            st.batch_in_epoch += 1
+            st.samples += n
+            window_loss += loss * n  # stays on the device: no sync per step
+            window_samples += n
+            bar.update(1)
+            if st.step % cfg.log_every == 0 or st.batch_in_epoch == steps_per_epoch:
+                mean_loss = float(window_loss) / window_samples
+                if not math.isfinite(mean_loss):
+                    raise UserError(f"training diverged by step {st.step} (loss {mean_loss}); lower train.lr "
+                                    "or set train.grad_clip")
+                speed = window_samples / (time.perf_counter() - window_start)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{speed:,.0f}")
+                self._record({"event": "train", "epoch": st.epoch + 1, "step": st.step, "lr": lr,
+                              "loss": mean_loss, "samples_per_s": speed})
+                window_loss.zero_()
+                window_samples, window_start = 0, time.perf_counter()
+            if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
+                st.train_seconds += time.perf_counter() - epoch_start
+                epoch_start = time.perf_counter()
+                self._save_checkpoint()
+        st.train_seconds += time.perf_counter() - epoch_start
+        bar.close()
+
+    def validate_epoch(self) -> bool:
+        """Validate, update early stopping and the plateau schedule; True when training should stop."""
+        st, cfg = self.state, self.cfg
+        loader = BatchLoader(self.data.split(cfg.valid_split), cfg.eval_batch_size, self.run.data,
+                             rank=self.env.rank, world_size=self.env.world_size, with_groups=True)
+        arrays, _ = predict(self.model, loader, self.env, cfg.amp)
+        metrics = split_metrics(arrays) if self.env.is_main else None
+        metrics = distributed.broadcast(self.env, metrics)
+        _, mode = monitor_terms(cfg.monitor)
+        score = monitor_score(metrics, cfg.monitor)
+        st.epoch += 1
+        st.batch_in_epoch = 0
+        is_best = improved(score, st.best_score, mode)
+        if is_best:
+            st.best_score, st.best_epoch, st.bad_epochs = score, st.epoch, 0
+            self._save_best()
+        else:
+            st.bad_epochs += 1
+            st.lr_scale *= cfg.plateau_factor
+        summary = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        st.history.append({"epoch": st.epoch, **summary})
+        self._record({"event": "valid", "epoch": st.epoch, "step": st.step, "best": is_best, **summary})
+        if self.env.is_main:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "calibration")
+            self.log(f"epoch {st.epoch:>3}/{cfg.epochs}  valid {shown}  {'*best*' if is_best else ''}")
+        stop = st.bad_epochs >= cfg.early_stop_patience > 0
+        st.stopped_early = stop
+        return stop
+
+    def fit(self) -> dict:
+        st = self.state
+        if (self.out / "metrics.json").is_file():
+            raise UserError(f"{self.out}: this run already finished (metrics.json exists)")
+        counts = self.model.parameter_counts()
+        self.log(f"training {self.run.model_name} on {self.data.path} ({self.train_loader.split.rows:,} rows, "
+                 f"{counts['dense']:,} dense + {counts['embedding']:,} embedding parameters, "
+                 f"world size {self.env.world_size}, {self.env.device})")
+        while st.epoch < self.cfg.epochs and not st.stopped_early:
+            self.train_epoch()
+            self.validate_epoch()
+            self._save_checkpoint()
+        return self.finish(counts)
+
+    def finish(self, counts: dict) -> dict:
+        """Reload the best epoch's weights, evaluate every split, write metrics.json."""
+        distributed.barrier(self.env)
+        best = ckpt.load(self.out / ckpt.BEST, self.data.fingerprint)
+        self.model.load_state_dict(best["model"])
+        report = {"model": self.run.model_name, "best_epoch": self.state.best_epoch,
+                  "epochs_run": self.state.epoch, "params_dense": counts["dense"],
+                  "params_embedding": counts["embedding"], "train_seconds": round(self.state.train_seconds, 3),
+                  "train_samples_per_s": self.state.samples / max(self.state.train_seconds, 1e-9)}
+        for split in self.data.split_names:
+            report[f"rows_{split}"] = self.data.meta["splits"][split]["rows"]
+        for split in [s for s in ("valid", "test") if s in self.data.split_names]:
+            loader = BatchLoader(self.data.split(split), self.cfg.eval_batch_size, self.run.data,
+                                 rank=self.env.rank, world_size=self.env.world_size, with_groups=True)
+            arrays, speed = predict(self.model, loader, self.env, self.cfg.amp)
+            if self.env.is_main:
+                metrics = split_metrics(arrays)
+                if split == "test":
+                    report.update({k: v for k, v in metrics.items()})
+                    report["eval_samples_per_s"] = speed * self.env.world_size
+                else:
+                    report["valid"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        if self.env.is_main:
+            if "auc" not in report:  # no test split: report validation
+                report.update(report["valid"])
+            ckpt.atomic_write_text(self.out / "metrics.json", json.dumps(report, indent=2))
+            self._record({"event": "final", "step": self.state.step,
+                          **{k: v for k, v in report.items() if isinstance(v, (int, float))}})
+        if self.tb is not None:
+            self.tb.close()
+        return report
+
+
+def train(data_dir, out_dir, model_name: str | None = None, config_file=None, overrides=(), resume: bool = False,
+          log=print) -> dict:
+    """Train a model on a prepared dataset into a run directory; returns the final report (metrics.json)."""
+    out_dir = Path(out_dir)
+    if resume:
+        if overrides or config_file:
+            raise UserError("--resume continues a run with its saved config; drop the overrides and --config")
+        saved = out_dir / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"{out_dir}: nothing to resume (no config.yaml)")
+        base = yaml.safe_load(saved.read_text())
+        base.pop("data_dir", None)
+        run = build_run_config(model_name, base=base)
+    else:
+        run = build_run_config(model_name, config_file, list(overrides))
+    trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.shutdown(trainer.env)
