@@ -1,8 +1,9 @@
 """Read source files into Arrow tables of raw values, one per split, validating as they go.
 
-A source module only turns files into columns: it never fits vocabularies or writes anything. The fast
-path is pyarrow's multi-threaded CSV reader; when it rejects a file, a slow line-by-line scan finds the
-exact line and column to name in the error.
+A source module only turns files into columns: it never fits vocabularies or writes anything. This module
+reads CSV splits described by a schema (the x1 layouts and users' own files); the fast path is pyarrow's
+multi-threaded CSV reader, and when it rejects a file a slow line-by-line scan finds the exact line and
+column to name in the error. Other layouts get a module of their own beside this one.
 """
 
 from __future__ import annotations
