@@ -1,0 +1,27 @@
+"""Tiny fixture writers shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+X1_HEADER = "label,user_id,item_id,cate_id,item_history,cate_history"
+
+X1_TRAIN = [
+    "1,u1,i2,c1,i1,c1",
+    "0,u1,i9,c3,i1,c1",
+    "1,u1,i3,c1,i1^i2,c1^c1",
+    "0,u1,i8,c2,i1^i2,c1^c1",
+    "1,u2,i5,c2,i4,c2",
+    "0,u2,i7,c3,i4,c2",
+    "1,u2,i6,c2,i4^i5,c2^c2",
+    "0,u2,i1,c1,i4^i5,c2^c2",
+]
+X1_VALID = ["1,u1,i4,c2,i1^i2^i3,c1^c1^c1", "0,u1,i7,c3,i1^i2^i3,c1^c1^c1"]
+X1_TEST = ["1,u1,i99,c1,i1^i2^i3^i4,c1^c1^c1^c2", "0,u2,i2,c1,i4^i5^i6,c2^c2^c2"]
+
+
+def write_x1(directory: Path, train=X1_TRAIN, valid=X1_VALID, test=X1_TEST, header=X1_HEADER) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train", train), ("valid", valid), ("test", test)):
+        (directory / f"{name}.csv").write_text("\n".join([header, *rows]) + "\n" if header is not None else "\n".join(rows) + "\n")
+    return directory

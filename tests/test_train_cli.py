@@ -1,0 +1,132 @@
+"""End-to-end tests of the real CLI on tiny data: outputs, strict errors, determinism, resume, DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from loopctr.cli.main import main
+
+FAST = ["epochs=2", "batch_size=64", "threads=1", "embedding_dim=8"]
+SMALL = {"dnn": ["hidden_units=[32,16]"], "din": ["dnn_hidden_units=[32,16]", "attention_hidden_units=[16]"]}
+
+
+def train(data, out, *extra, model="dnn"):
+    return main(["train", "--data", str(data), "--model", model, "--out", str(out), *FAST, *SMALL[model], *extra])
+
+
+def test_train_and_evaluate_write_only_the_run_directory(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert train(tiny_data, run) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing outside the run directory
+    assert {"config.yaml", "schema.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "metrics.json"} <= {
+        p.name for p in run.iterdir()}
+    report = json.loads((run / "metrics.json").read_text())
+    for key in ("auc", "gauc", "logloss", "ne", "params_dense", "params_embedding", "train_seconds",
+                "train_samples_per_s", "eval_samples_per_s", "rows_train", "rows_valid", "rows_test"):
+        assert key in report, key
+    assert 0.5 < report["auc"] <= 1.0
+    events = [json.loads(line)["event"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert events.count("valid") == 2 and events[-1] == "final"
+    assert main(["evaluate", "--run", str(run)]) == 0
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["auc"] == pytest.approx(report["auc"], abs=1e-9)
+    assert "auc" in capsys.readouterr().out
+
+
+def test_fixed_expected_values(tiny_data, tmp_path):
+    """A regression anchor: this exact run gave these numbers when it was written (same CPU kind as CI)."""
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "seed=11", "lr=0.005") == 0
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["params_dense"] == 1745 and report["params_embedding"] == 2448
+    assert report["best_epoch"] == 2
+    assert report["auc"] == pytest.approx(0.59498, abs=2e-3)
+
+
+def test_same_seed_same_weights(tiny_data, tmp_path):
+    assert train(tiny_data, tmp_path / "a", model="din") == 0
+    assert train(tiny_data, tmp_path / "b", model="din") == 0
+    a = torch.load(tmp_path / "a" / "best.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "best.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_user_errors_exit_2_without_traceback_or_output(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "epoch=3") == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'epoch'; did you mean 'epochs'" in err and "Traceback" not in err
+    assert not run.exists()
+    assert main(["train", "--data", str(tmp_path / "nope"), "--model", "dnn", "--out", str(run)]) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+    assert not run.exists()
+    assert train(tiny_data, run) == 0
+    assert train(tiny_data, run) == 2  # refuses to overwrite a run
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_checkpoint_from_another_schema_is_refused(tiny_data, tmp_path, capsys):
+    from loopctr.data.prepare import prepare_dataset
+    from conftest import TINY_SYNTHETIC
+
+    other = tmp_path / "other"
+    prepare_dataset("synthetic", other, synthetic_overrides=[*TINY_SYNTHETIC, "seed=5"], log=lambda *a: None)
+    run = tmp_path / "run"
+    assert train(tiny_data, run) == 0
+    assert main(["evaluate", "--run", str(run), "--data", str(other)]) == 2
+    assert "another schema or vocabulary" in capsys.readouterr().err
+
+
+def _cli(*args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return [sys.executable, "-m", "loopctr.cli.main", *args], env
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
+    args = ["train", "--data", str(tiny_data), "--model", "din", *FAST, *SMALL["din"], "epochs=3", "batch_size=32",
+            "checkpoint_every=3"]
+    cmd, env = _cli(*args, "--out", str(tmp_path / "straight"))
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    cmd, env = _cli(*args, "--out", str(killed))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    cmd, env = _cli("train", "--out", str(killed), "--resume")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout
+    for name in ("best.pt", "checkpoint.pt"):
+        a = torch.load(tmp_path / "straight" / name, weights_only=False)["model"]
+        b = torch.load(killed / name, weights_only=False)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    resumed = json.loads((killed / "metrics.json").read_text())
+    assert resumed["auc"] == straight["auc"] and resumed["best_epoch"] == straight["best_epoch"]
+
+
+def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "loopctr.cli.main", "train", "--data", str(tiny_data), "--model", "din", "--out", str(run), *FAST,
+           *SMALL["din"]]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world size 2" in done.stdout
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["auc"] > 0.5 and report["rows_test"] > 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert sum(json.loads(x)["event"] == "final" for x in lines) == 1  # rank 0 alone writes
