@@ -130,3 +130,9 @@ def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
     assert report["auc"] > 0.5 and report["rows_test"] > 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["event"] == "final" for x in lines) == 1  # rank 0 alone writes
+
+
+def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
+    run = tmp_path / "bf16"
+    assert train(tiny_data, run, "amp=bf16", "epochs=1", model="din") == 0
+    assert json.loads((run / "metrics.json").read_text())["auc"] > 0.4

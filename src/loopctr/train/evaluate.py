@@ -47,7 +47,7 @@ def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off") -> tuple
     if groups:
         arrays["groups"] = _cat(groups)
     if by_depth:
-        arrays["preds_by_depth"] = np.concatenate(by_depth, axis=1) if by_depth else None
+        arrays["preds_by_depth"] = np.concatenate(by_depth, axis=1)
     return gather_arrays(env, arrays), seen / max(seconds, 1e-9)
 
 

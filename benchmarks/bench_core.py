@@ -1,0 +1,104 @@
+"""Core speed benchmark: prepare rows/s, then train and eval samples/s of DNN and DIN on the Amazon Beauty
+reference split (BARS AmazonElectronics_x1 settings), with DIN's plain padded attention (FuxiCTR's compute)
+measured side by side with the packed one.
+
+    python benchmarks/bench_core.py [--split DIR] [--steps 60] [--threads 2]
+
+Speeds are measured in one process, one after another, so their ratios are comparable; absolute numbers
+depend on the machine and its load (printed with the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from loopctr.data.dataset import PreparedDataset
+from loopctr.data.loader import BatchLoader, LoaderConfig
+from loopctr.data.prepare import LABEL, prepare_dataset
+from loopctr.models import build_model
+from loopctr.train.config import build_run_config
+from loopctr.train.trainer import build_optimizer
+
+DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark_splits" / "amazon_beauty"
+
+
+def time_prepare(split: Path, repeats: int = 3) -> tuple[float, int, Path]:
+    best, rows, keep = float("inf"), 0, Path(tempfile.mkdtemp(prefix="loopctr-bench-"))
+    for i in range(repeats):
+        out = keep / f"prepared{i}"
+        start = time.perf_counter()
+        meta = prepare_dataset("amazon-electronics-x1", out, source_dir=split, log=lambda *a: None)
+        best = min(best, time.perf_counter() - start)
+        rows = sum(s["rows"] for s in meta["splits"].values())
+        if i:
+            shutil.rmtree(out)
+    return rows / best, rows, keep / "prepared0"
+
+
+def time_model(data: PreparedDataset, model_name: str, overrides: list[str], steps: int) -> tuple[float, float]:
+    run = build_run_config(model_name, overrides=overrides)
+    torch.manual_seed(0)
+    model = build_model(model_name, data.schema, data.vocab_sizes, run.model)
+    opt = build_optimizer(model, run.train)
+    loader = BatchLoader(data.split("train"), run.train.batch_size, run.data, shuffle=True, seed=0)
+    batches = loader.batches()
+    model.train()
+    for _ in range(5):  # warm-up
+        b = next(batches)
+        loss, _ = model.loss(model(b), b[LABEL])
+        opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
+    seen, start = 0, time.perf_counter()
+    for _ in range(steps):
+        b = next(batches)
+        loss, _ = model.loss(model(b), b[LABEL])
+        opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
+        seen += b[LABEL].shape[0]
+    train_speed = seen / (time.perf_counter() - start)
+    model.eval()
+    evaluation = BatchLoader(data.split("test"), run.train.eval_batch_size, run.data)
+    seen, start = 0, time.perf_counter()
+    with torch.no_grad():
+        for b in evaluation.batches():
+            model(b)
+            seen += b[LABEL].shape[0]
+    return train_speed, seen / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if not args.split.is_dir():
+        raise SystemExit(f"{args.split}: not found (the Amazon Beauty reference split, ../shared/data)")
+    torch.set_num_threads(args.threads)
+    rows_per_s, rows, prepared = time_prepare(args.split)
+    data = PreparedDataset(prepared)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{args.threads} threads, load average {os.getloadavg()[0]:.2f}")
+    print(f"\nprepare: {rows:,} rows (train+valid+test) at {rows_per_s:,.0f} rows/s (best of 3)\n")
+    cases = [
+        ("DNN", "dnn", ["max_len=100"]),
+        ("DIN max_len 50", "din", ["max_len=50"]),
+        ("DIN max_len 50, padded reference attention", "din", ["max_len=50", "reference_attention=true"]),
+        ("DIN max_len 100", "din", ["max_len=100"]),
+        ("DIN max_len 100, padded reference attention", "din", ["max_len=100", "reference_attention=true"]),
+    ]
+    print("| model | train samples/s | eval samples/s |\n|---|---|---|")
+    for label, name, overrides in cases:
+        train_speed, eval_speed = time_model(data, name, overrides, args.steps)
+        print(f"| {label} | {train_speed:,.0f} | {eval_speed:,.0f} |", flush=True)
+    shutil.rmtree(prepared.parent)
+
+
+if __name__ == "__main__":
+    main()
