@@ -53,5 +53,5 @@ class DINAttention(nn.Module):
         t = target[rows]
         hidden = torch.addmm(first.bias, target, w_target.t())[rows] + torch.cat([events, t * events], 1) @ w_event.t()
         valid_scores = rest(hidden).squeeze(-1)
-        scores = history.new_zeros(b, length).index_put((rows, cols), valid_scores)
+        scores = valid_scores.new_zeros(b, length).index_put((rows, cols), valid_scores)
         return self._pool(scores, mask, history)
