@@ -60,6 +60,19 @@ def cmd_evaluate(args):
     print(f"wrote {args.run}/eval.json")
 
 
+def cmd_serve(args):
+    from loopctr.serve.server import ServeConfig, serve
+
+    serve(args.run, ServeConfig(host=args.host, port=args.port, max_wait_ms=args.max_wait_ms,
+                                max_request_rows=args.max_request_rows))
+
+
+def cmd_export(args):
+    from loopctr.serve.export import export
+
+    print(f"wrote {export(args.run, args.format, args.depth, args.out)}")
+
+
 def cmd_demo(args):
     from loopctr.demo import run_demo
 
@@ -93,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("serve", help="HTTP scoring service over a run (POST /predict)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    s.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batching window")
+    s.add_argument("--max-request-rows", type=int, default=4096)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("export", help="write a self-contained TorchScript or ONNX artifact of a run")
+    s.add_argument("--run", required=True)
+    s.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    s.add_argument("--depth", type=int, help="loop passes to trace (LoopCTR models)")
+    s.add_argument("--out", help="output directory (default: inside the run directory)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("models", help="list the available models")
     s.set_defaults(func=lambda a: print("\n".join(sorted(__import__("loopctr.models", fromlist=["MODELS"]).MODELS))))

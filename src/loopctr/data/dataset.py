@@ -39,6 +39,14 @@ class SplitData:
         return self.column(GROUP) if self.schema.group else None
 
 
+class ArraySplit(SplitData):
+    """Columns held in memory (rows encoded at serving time), with the same interface as a stored split."""
+
+    def __init__(self, columns: dict[str, np.ndarray], schema: Schema):
+        super().__init__(Path("<memory>"), schema, int(columns[LABEL].shape[0]))
+        self._columns = columns
+
+
 class PreparedDataset:
     def __init__(self, path):
         self.path = Path(path)

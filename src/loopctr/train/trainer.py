@@ -1,8 +1,8 @@
 """The training loop, top to bottom: build, (resume), train epochs, validate, early-stop, test, report.
 
 Runs as one process or under `torchrun` (rank 0 alone logs and writes). Everything is written inside the
-run directory: config.yaml, schema.json, metrics.jsonl, checkpoint.pt (full state), best.pt (weights of the
-best validation epoch), metrics.json (final report).
+run directory: config.yaml, schema.json and vocab/ (so the run alone can score raw rows), metrics.jsonl,
+checkpoint.pt (full state), best.pt (weights of the best validation epoch), metrics.json (final report).
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ class Trainer:
         config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
         ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         shutil.copyfile(self.data.path / "schema.json", self.out / "schema.json")
+        shutil.copytree(self.data.path / "vocab", self.out / "vocab")  # the run alone can score raw rows
 
     def _resume(self):
         state = ckpt.load(self.out / ckpt.CHECKPOINT, self.data.fingerprint)

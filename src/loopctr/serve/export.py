@@ -1,0 +1,111 @@
+"""`loopctr export`: a self-contained artifact of a run's best weights, with the schema and vocabularies.
+
+TorchScript (traced) or ONNX (optional extra: `pip install -e .[onnx]`). The exported program takes the
+batch dict the loader produces (field -> int32 ids / padded int32 sequences / float32 numerics) and
+returns click probabilities; for a LoopCTR model it is traced at one loop depth (`--depth`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from loopctr.data.prepare import GROUP, LABEL
+from loopctr.errors import UserError
+from loopctr.serve.predictor import Predictor
+
+
+class Scorer(nn.Module):
+    """The model as a function batch -> probabilities, at a fixed depth."""
+
+    def __init__(self, model: nn.Module, depth: int | None):
+        super().__init__()
+        self.model = model
+        self.depth = depth
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out = self.model(batch) if self.depth is None else self.model(batch, depth=self.depth)
+        return torch.sigmoid(out["logits"])
+
+
+def example_batch(predictor: Predictor, rows: int = 8) -> dict[str, torch.Tensor]:
+    """A batch of rows from the vocabularies (ids 2.., sequences of varied lengths) for tracing and parity."""
+    rng = np.random.default_rng(0)
+    columns = {}
+    for f in predictor.schema.fields:
+        if f.type == "numeric":
+            columns[f.name] = rng.normal(size=rows).tolist()
+            continue
+        tokens = predictor.vocabs[f.vocab].to_pylist() or ["<none>"]
+        pick = lambda: tokens[int(rng.integers(len(tokens)))]  # noqa: E731
+        if f.type == "categorical":
+            columns[f.name] = [pick() for _ in range(rows)]
+        else:
+            columns[f.name] = [[pick() for _ in range(1 + i % f.max_len)] for i in range(rows)]
+    batch = predictor.encode(columns)
+    return {k: v for k, v in batch.items() if k not in (LABEL, GROUP)}
+
+
+def export(run_dir, fmt: str = "torchscript", depth: int | None = None, out=None) -> Path:
+    predictor = Predictor(run_dir)
+    if depth is not None and predictor.max_depth is None:
+        raise UserError(f"--depth: model '{predictor.run.model_name}' has no loop depth")
+    if depth is not None and not 1 <= depth <= predictor.max_depth:
+        raise UserError(f"--depth must be in 1..{predictor.max_depth}")
+    default_name = f"export-{fmt}" + ("" if depth is None else f"-depth{depth}")
+    out = Path(out) if out else Path(run_dir) / default_name
+    if out.exists():
+        raise UserError(f"{out}: already exists; remove it or pass another --out")
+    scorer = Scorer(predictor.model, depth).eval()
+    batch = example_batch(predictor)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(scorer, (batch,), strict=False, check_trace=False)
+            traced.save(str(tmp / "model.pt"))
+        elif fmt == "onnx":
+            _export_onnx(scorer, batch, tmp / "model.onnx")
+        else:
+            raise UserError(f"--format must be torchscript or onnx, not '{fmt}'")
+        for name in ("schema.json", "config.yaml"):
+            shutil.copyfile(Path(run_dir) / name, tmp / name)
+        shutil.copytree(Path(run_dir) / "vocab", tmp / "vocab")
+        inputs = {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": ["batch"] + (["length"] if v.dim() == 2 else [])}
+                  for k, v in batch.items()}
+        (tmp / "export.json").write_text(json.dumps({"format": fmt, "model": predictor.run.model_name,
+                                                     "depth": depth, "inputs": inputs}, indent=2))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _export_onnx(scorer: Scorer, batch: dict, path: Path):
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UserError("ONNX export needs the onnx package: pip install -e .[onnx]") from None
+    names = list(batch)
+    axes = {n: ({0: "batch", 1: "length"} if batch[n].dim() == 2 else {0: "batch"}) for n in names}
+
+    class Positional(nn.Module):  # ONNX inputs are positional
+        def __init__(self):
+            super().__init__()
+            self.scorer = scorer
+
+        def forward(self, *tensors):
+            return self.scorer(dict(zip(names, tensors)))
+
+    with torch.no_grad():
+        torch.onnx.export(Positional(), tuple(batch[n] for n in names), str(path), input_names=names,
+                          output_names=["probability"], dynamic_axes={**axes, "probability": {0: "batch"}},
+                          dynamo=False)

@@ -1,0 +1,159 @@
+"""Score raw rows (the values of the source files) with a trained run.
+
+Rows are validated field by field, then encoded by the very functions `loopctr prepare` uses (same
+vocabularies, OOV index, truncation, numeric normalisation) and batched by the loader's own assembly, so a
+served prediction equals `loopctr evaluate`'s prediction for the same row.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import yaml
+
+from loopctr.data.dataset import ArraySplit
+from loopctr.data.loader import BatchLoader, LoaderConfig
+from loopctr.data.prepare import LABEL, _raw_tokens, transform_split
+from loopctr.data.schema import schema_from_dict
+from loopctr.errors import UserError
+from loopctr.models import build_model
+from loopctr.train import checkpoint as ckpt
+from loopctr.train.config import build_run_config
+
+
+class BadRequest(ValueError):
+    """A request the client must fix (answered with HTTP 400)."""
+
+
+class TooLarge(BadRequest):
+    """A request over the size limits (answered with HTTP 413)."""
+
+
+def load_run(run_dir):
+    """(run config, schema metadata, vocabularies, model with the best weights) of a run directory."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "schema.json", "vocab", ckpt.BEST):
+        if not (run_dir / name).exists():
+            raise UserError(f"{run_dir}: not a finished run directory (no {name})")
+    base = yaml.safe_load((run_dir / "config.yaml").read_text())
+    base.pop("data_dir", None)
+    run = build_run_config(None, base=base)
+    meta = json.loads((run_dir / "schema.json").read_text())
+    vocabs = {name: json.loads((run_dir / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
+    state = ckpt.load(run_dir / ckpt.BEST, meta["fingerprint"])
+    schema = schema_from_dict(meta["schema"])
+    model = build_model(run.model_name, schema, meta["vocab_sizes"], run.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return run, meta, vocabs, model
+
+
+def model_depths(model) -> int | None:
+    """How many loop passes the model can be asked for at inference, or None if it has no depth knob."""
+    return getattr(model, "max_inference_depth", None)
+
+
+class Predictor:
+    def __init__(self, run_dir, max_rows: int = 4096):
+        self.run_dir = Path(run_dir)
+        self.run, self.meta, vocabs, self.model = load_run(run_dir)
+        self.schema = schema_from_dict(self.meta["schema"])
+        self.vocabs = {name: pa.array(tokens, type=pa.string()) for name, tokens in vocabs.items()}
+        self.max_rows = max_rows
+        self.max_depth = model_depths(self.model)
+
+    # -- validation ---------------------------------------------------------------------------------------
+    def validate(self, rows) -> dict[str, list]:
+        """Raw rows (list of {field: value}) -> columns of strings / floats / token lists; BadRequest if wrong."""
+        if not isinstance(rows, list) or not rows:
+            raise BadRequest("'rows' must be a non-empty list of objects")
+        if len(rows) > self.max_rows:
+            raise TooLarge(f"{len(rows)} rows in one request; the limit is {self.max_rows}")
+        fields = {f.name: f for f in self.schema.fields}
+        columns: dict[str, list] = {name: [] for name in fields}
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise BadRequest(f"rows[{i}] is not an object")
+            missing = [name for name in fields if name not in row]
+            extra = [name for name in row if name not in fields and name not in self._ignored]
+            if missing:
+                raise BadRequest(f"rows[{i}] is missing field(s) {missing}")
+            if extra:
+                raise BadRequest(f"rows[{i}] has unknown field(s) {extra}; expected {sorted(fields)}")
+            for name, spec in fields.items():
+                columns[name].append(self._value(spec, row[name], i))
+        return columns
+
+    @property
+    def _ignored(self) -> set[str]:
+        """Columns of the source files that are not features (label, group) may be sent and are ignored."""
+        return {self.schema.label} | ({self.schema.group} if self.schema.group else set())
+
+    @staticmethod
+    def _value(spec, value, i):
+        where = f"rows[{i}].{spec.name}"
+        if spec.type == "numeric":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise BadRequest(f"{where} must be a finite number, got {value!r}")
+            return float(value)
+        if spec.type == "categorical":
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise BadRequest(f"{where} must be a string or an integer id, got {value!r}")
+            return str(value)
+        if isinstance(value, str):
+            tokens = value.split(spec.separator) if value else []
+        elif isinstance(value, list):
+            tokens = value
+        else:
+            raise BadRequest(f"{where} must be a '{spec.separator}'-joined string or a list, got {value!r}")
+        if any(isinstance(t, bool) or not isinstance(t, (str, int)) or t == "" for t in tokens):
+            raise BadRequest(f"{where} has an empty or non-id token: {value!r}")
+        return [str(t) for t in tokens]
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    def encode(self, columns: dict[str, list]) -> dict[str, torch.Tensor]:
+        n = len(next(iter(columns.values())))
+        arrays = {}
+        for f in self.schema.fields:
+            if f.type == "numeric":
+                arrays[f.name] = pa.array(columns[f.name], type=pa.float64())
+            elif f.type == "sequence":
+                arrays[f.name] = pa.array(columns[f.name], type=pa.list_(pa.string()))
+            else:
+                arrays[f.name] = pa.array(columns[f.name], type=pa.string())
+        arrays[self.schema.label] = pa.array(np.zeros(n))
+        table = pa.table(arrays)
+        schema = self.schema.__class__(**{**self.schema.__dict__, "group": None})
+        encoded = transform_split(table, _raw_tokens(table, schema, "<request>"), schema, self.vocabs,
+                                  self.meta.get("numeric_stats", {}))
+        split = ArraySplit(encoded, schema)
+        return BatchLoader(split, n, self.run.data).gather(np.arange(n))
+
+    @torch.no_grad()
+    def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
+        if depth is not None:
+            if self.max_depth is None:
+                raise BadRequest(f"model '{self.run.model_name}' has no loop depth; omit 'depth'")
+            if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
+                raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth}, got {depth!r}")
+        batch = self.encode(columns)
+        if depth is not None:
+            out = self.model(batch, depth=depth)
+        else:
+            out = self.model(batch)
+        return torch.sigmoid(out["logits"].float()).numpy()
+
+    def predict(self, rows, depth: int | None = None) -> list[float]:
+        return self.predict_columns(self.validate(rows), depth).tolist()
+
+    def metadata(self) -> dict:
+        from loopctr import __version__
+
+        return {"model": self.run.model_name, "version": __version__, "schema": self.meta["schema"],
+                "depths": list(range(1, self.max_depth + 1)) if self.max_depth else None,
+                "max_rows": self.max_rows, "fingerprint": self.meta["fingerprint"]}

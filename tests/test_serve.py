@@ -1,0 +1,163 @@
+"""Serving end to end: raw rows in, the same probabilities as evaluation out; bad requests get 4xx."""
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+
+from loopctr.cli.main import main
+from loopctr.data.dataset import PreparedDataset
+from loopctr.data.loader import BatchLoader
+from loopctr.serve.predictor import Predictor
+from loopctr.serve.server import ServeConfig, build_server
+from loopctr.train.distributed import DistEnv
+from loopctr.train.evaluate import predict
+
+
+@pytest.fixture(scope="module")
+def din_run(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("serve") / "din"
+    args = ["train", "--data", str(tiny_data), "--model", "din", "--out", str(run), "epochs=1", "batch_size=64",
+            "threads=1", "embedding_dim=8", "dnn_hidden_units=[16]", "attention_hidden_units=[8]"]
+    assert main(args) == 0
+    return run
+
+
+def raw_rows(tiny_data, split="test", n=40):
+    """Rows of a prepared split turned back into raw source values (ids -> tokens)."""
+    ds = PreparedDataset(tiny_data)
+    part = ds.split(split)
+    vocabs = ds.vocabularies
+    token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
+    rows = []
+    for r in range(n):
+        row = {}
+        for f in ds.schema.fields:
+            if f.type == "sequence":
+                off = part.column(f.name + ".offsets")
+                ids = np.asarray(part.column(f.name))[off[r]:off[r + 1]]
+                row[f.name] = "^".join(token(f.vocab, int(i)) for i in ids)
+            else:
+                row[f.name] = token(f.vocab, int(part.column(f.name)[r]))
+        rows.append(row)
+    return rows
+
+
+def test_predictor_equals_evaluation(din_run, tiny_data):
+    predictor = Predictor(din_run)
+    rows = raw_rows(tiny_data)
+    served = np.array(predictor.predict(rows))
+    ds = PreparedDataset(tiny_data)
+    arrays, _ = predict(predictor.model, BatchLoader(ds.split("test"), 1000), DistEnv())
+    np.testing.assert_allclose(served, arrays["preds"][:len(rows)], rtol=1e-5, atol=1e-6)
+    # histories as JSON lists and integer ids give the same answer
+    listed = [{**r, "item_history": r["item_history"].split("^")} for r in rows]
+    np.testing.assert_allclose(predictor.predict(listed), served, rtol=1e-6)
+
+
+def _request(url, body=None, raw=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.fixture(scope="module")
+def server(din_run):
+    srv = build_server(din_run, ServeConfig(port=0, max_request_rows=100, max_body_bytes=200_000))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_http_predict_health_metadata(server, din_run, tiny_data):
+    rows = raw_rows(tiny_data, n=10)
+    code, body = _request(server + "/predict", {"rows": rows})
+    assert code == 200
+    np.testing.assert_allclose(json.loads(body)["predictions"], Predictor(din_run).predict(rows), rtol=1e-6)
+    assert _request(server + "/health") == (200, '{"status": "ok"}')
+    meta = json.loads(_request(server + "/metadata")[1])
+    assert meta["model"] == "din" and meta["depths"] is None and meta["schema"]["name"] == "amazon-electronics-x1"
+
+
+@pytest.mark.parametrize("body,raw,code,fragment", [
+    (None, b"{not json", 400, "malformed JSON"),
+    ([1, 2], None, 400, "JSON object"),
+    ({"rowz": []}, None, 400, "unknown key(s) ['rowz']"),
+    ({"rows": []}, None, 400, "non-empty list"),
+    ({"rows": [{"item_id": "1"}]}, None, 400, "missing field(s)"),
+    ({"rows": [{"item_id": "1", "cate_id": "1", "item_history": "1", "cate_history": "1", "price": 3}]}, None,
+     400, "unknown field(s) ['price']"),
+    ({"rows": [{"item_id": [1], "cate_id": "1", "item_history": "1", "cate_history": "1"}]}, None,
+     400, "rows[0].item_id must be a string"),
+    ({"rows": [{"item_id": "1", "cate_id": "1", "item_history": "1^^2", "cate_history": "1"}]}, None,
+     400, "empty or non-id token"),
+    ({"rows": [{"item_id": "1", "cate_id": "1", "item_history": "1", "cate_history": "1"}], "depth": 2}, None,
+     400, "has no loop depth"),
+    ({"rows": [{"item_id": "1", "cate_id": "1", "item_history": "1", "cate_history": "1"}] * 101}, None,
+     413, "limit is 100"),
+    (None, b"x" * 300_000, 413, "exceeds"),
+])
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, tiny_data, body, raw, code, fragment):
+    status, text = _request(server + "/predict", body, raw)
+    assert status == code and fragment in json.loads(text)["error"]
+    assert _request(server + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 200
+
+
+def test_concurrent_requests_are_micro_batched(server, din_run, tiny_data):
+    rows = raw_rows(tiny_data, n=40)
+    expected = Predictor(din_run).predict(rows)
+    results = {}
+
+    def call(i):
+        results[i] = json.loads(_request(server + "/predict", {"rows": rows[i * 4:(i + 1) * 4]})[1])["predictions"]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(10)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    np.testing.assert_allclose(sum((results[i] for i in range(10)), []), expected, rtol=1e-5, atol=1e-6)
+    metrics = _request(server + "/metrics")[1]
+    assert 'loopctr_requests_total{path="/predict",code="200"}' in metrics
+    assert "loopctr_predict_latency_seconds_bucket" in metrics and "loopctr_batch_rows_count" in metrics
+
+
+def test_unknown_endpoint(server):
+    assert _request(server + "/nope")[0] == 404
+
+
+def test_torchscript_export_matches_eager(din_run, tiny_data):
+    assert main(["export", "--run", str(din_run), "--format", "torchscript"]) == 0
+    exported = torch.jit.load(str(din_run / "export-torchscript" / "model.pt"))
+    predictor = Predictor(din_run)
+    for n in (3, 40):  # other batch sizes and sequence widths than the traced example
+        batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=n)))
+        batch = {k: v for k, v in batch.items() if not k.startswith("_")}
+        with torch.no_grad():
+            eager = torch.sigmoid(predictor.model(batch)["logits"])
+        torch.testing.assert_close(exported(batch), eager, rtol=1e-5, atol=1e-6)
+    assert {"model.pt", "schema.json", "vocab", "config.yaml", "export.json"} <= {
+        p.name for p in (din_run / "export-torchscript").iterdir()}
+    assert main(["export", "--run", str(din_run)]) == 2  # never overwrites
+
+
+def test_onnx_export_matches_eager(din_run, tiny_data):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is an optional extra (pip install -e .[onnx])")
+    pytest.importorskip("onnx", reason="onnx is an optional extra (pip install -e .[onnx])")
+    assert main(["export", "--run", str(din_run), "--format", "onnx"]) == 0
+    session = ort.InferenceSession(str(din_run / "export-onnx" / "model.onnx"))
+    predictor = Predictor(din_run)
+    batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=17)))
+    names = [i.name for i in session.get_inputs()]
+    (onnx_out,) = session.run(None, {n: batch[n].numpy() for n in names})
+    with torch.no_grad():
+        eager = torch.sigmoid(predictor.model({n: batch[n] for n in names})["logits"]).numpy()
+    np.testing.assert_allclose(onnx_out, eager, rtol=1e-4, atol=1e-5)
