@@ -76,3 +76,9 @@ def test_apply_overrides_copies():
     base = SyntheticConfig()
     changed = apply_overrides(base, ["users=10"])
     assert changed.users == 10 and base.users == 3000
+
+
+def test_dataset_defaults_sit_between_model_defaults_and_overrides():
+    defaults = {"model.embedding_dim": 32, "train.batch_size": 8192}
+    run = build_run_config("din", overrides=["batch_size=256"], dataset_defaults=defaults)
+    assert run.model.embedding_dim == 32 and run.train.batch_size == 256

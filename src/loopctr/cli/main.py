@@ -28,7 +28,7 @@ def cmd_prepare(args):
     from loopctr.data.prepare import prepare_dataset
 
     prepare_dataset(args.dataset, args.out, source_dir=args.source, overwrite=args.overwrite,
-                    synthetic_overrides=args.overrides)
+                    synthetic_overrides=args.overrides, test_as_valid=args.test_as_valid)
 
 
 def cmd_train(args):
@@ -52,11 +52,15 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from loopctr.train.evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.split, args.data)
+    report = evaluate_run(args.run, args.split, args.data, depths=args.depths)
     rows = [{"depth": "model", **report}] + [{**d} for d in report.get("by_depth", [])]
     if "oracle" in report:
         rows.append({"depth": "oracle", **report["oracle"]})
     print(_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
+    if "oracle" in report:
+        share = ", ".join(f"{d['depth']}: {s:.2f}" for d, s in zip(report["by_depth"], report["oracle"]["depth_share"]))
+        print(f"oracle headroom over depth {report['by_depth'][0]['depth']}: "
+              f"{report['oracle']['headroom_auc']:+.4f} AUC; best-depth share {share}")
     print(f"wrote {args.run}/eval.json")
 
 
@@ -89,8 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="directory with the split files")
     s.add_argument("--out", required=True, help="prepared dataset directory to write")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset prepared with other settings")
-    s.add_argument("overrides", nargs="*", metavar="key=value", help="generator settings (synthetic only)")
+    s.add_argument("--test-as-valid", action="store_true",
+                   help="BARS protocol: the test split doubles as validation (recorded in schema.json)")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="generator settings (synthetic) or source options (see `loopctr data info NAME`)")
     s.set_defaults(func=cmd_prepare)
+
+    from loopctr.cli.data import add_data_commands
+
+    add_data_commands(sub)
 
     s = sub.add_parser("train", help="train a model into a run directory")
     s.add_argument("--data", help="prepared dataset directory")
@@ -105,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--split", default="test")
     s.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
+    s.add_argument("--depths", help="looped models: metrics at these depths and the oracle over them: "
+                                    "'all' (1 .. train_loops + 2) or a list like 1,2,5")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("serve", help="HTTP scoring service over a run (POST /predict)")

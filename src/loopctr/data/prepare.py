@@ -66,7 +66,14 @@ def _raw_tokens(table: pa.Table, schema: Schema, source_name) -> dict:
         if f.type == "categorical":
             out[f.name] = (table.column(f.name).combine_chunks(), None)
         elif f.type == "sequence":
-            out[f.name] = split_sequence(table.column(f.name), f.separator, source_name, f.name)
+            column = table.column(f.name)
+            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+                # built in code (e.g. the DIN-protocol builder): already tokens, nothing to split or check
+                lists = column.combine_chunks()
+                out[f.name] = (pc.list_flatten(lists).cast(pa.string()),
+                               pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64))
+            else:
+                out[f.name] = split_sequence(column, f.separator, source_name, f.name)
     return out
 
 
@@ -106,6 +113,25 @@ def _fit_numeric(train: pa.Table, schema: Schema) -> dict:
     return stats
 
 
+def _write_pretrained(tmp: Path, pretrained: dict, vocab_arrays: dict) -> dict:
+    """Align each (tokens, vectors) with its fitted vocabulary: row i + 2 is the vector of vocabulary token i."""
+    out = {}
+    for name, (tokens, vectors) in pretrained.items():
+        if name not in vocab_arrays:
+            raise UserError(f"pretrained vectors for '{name}', which is not a vocabulary of the schema")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vocab = vocab_arrays[name]
+        rows = pc.index_in(vocab, value_set=pa.array(tokens).cast(pa.string()))
+        found = ~rows.is_null().to_numpy(zero_copy_only=False)
+        matrix = np.zeros((len(vocab) + 2, vectors.shape[1]), dtype=np.float32)
+        matrix[2:][found] = vectors[pc.fill_null(rows, 0).to_numpy(zero_copy_only=False)[found]]
+        (tmp / "pretrained").mkdir(exist_ok=True)
+        np.save(tmp / "pretrained" / f"{name}.npy", matrix)
+        out[name] = {"file": f"pretrained/{name}.npy", "dim": int(vectors.shape[1]), "freeze": True,
+                     "found": int(found.sum()), "vocab": int(len(vocab))}
+    return out
+
+
 def fit_vocabularies(raw: dict, schema: Schema) -> dict[str, list[str]]:
     vocabs = {}
     for name in schema.vocabularies:
@@ -141,9 +167,13 @@ def is_prepared(out_dir: Path, key: str) -> bool:
 
 
 def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, key: str, source_names: dict,
-                   overwrite: bool = False, started: float | None = None) -> dict:
+                   overwrite: bool = False, started: float | None = None, extra_meta: dict | None = None,
+                   pretrained: dict | None = None) -> dict:
     """Fit on tables['train'], transform every split, and write the prepared directory atomically.
-    `started` is when reading the sources began, so that prepare_seconds covers the whole preparation."""
+    `started` is when reading the sources began, so that prepare_seconds covers the whole preparation.
+    `extra_meta` is merged into schema.json (source layout and options, protocol, training defaults);
+    `pretrained` maps a vocabulary to (tokens, vectors): the vectors are aligned with the fitted vocabulary
+    and written to `pretrained/<vocab>.npy` (rows 0 and 1, padding and OOV, and unmatched tokens are zeros)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / "schema.json").is_file():
@@ -169,6 +199,7 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
                 np.save(tmp / split / f"{name}.npy", arr)
             splits[split] = {"rows": int(table.num_rows), "positives": int(cols[LABEL].sum())}
         (tmp / "vocab").mkdir()
+        pretrained_meta = _write_pretrained(tmp, pretrained or {}, vocab_arrays)
         digest = hashlib.sha256(json.dumps(schema.to_dict(), sort_keys=True).encode())
         for name, tokens in vocabs.items():
             text = json.dumps(tokens)
@@ -184,6 +215,10 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
             "splits": splits,
             "prepare_seconds": round(time.perf_counter() - t0, 3),
         }
+        if pretrained_meta:
+            meta["pretrained"] = pretrained_meta
+        for name, value in (extra_meta or {}).items():
+            meta.setdefault(name, value)
         (tmp / "schema.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -195,47 +230,55 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
 
 
 def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = False, synthetic_overrides=(),
-                    log=print) -> dict:
+                    log=print, test_as_valid: bool = False) -> dict:
     """Prepare a built-in dataset or a schema YAML from `source_dir` (or the generated one) into `out_dir`.
 
+    The catalogue entry names the source layout (`loopctr.data.sources.registry`) that reads the files;
+    `synthetic_overrides` are `key=value` settings: the generator's for `synthetic`, the layout's options
+    otherwise. `test_as_valid` is BARS's protocol (the test split doubles as validation, so models are
+    selected on test): it is recorded in schema.json as `protocol.valid_is_test` so results can be labelled.
     Re-running with the same sources and settings reuses the existing result.
     """
     from loopctr.data import catalog
-    from loopctr.data.sources import read_csv_split
+    from loopctr.data.sources import registry
 
     started = time.perf_counter()
-    schema = catalog.resolve(dataset)
+    entry = catalog.entry(dataset)
+    schema = entry.schema
     out_dir = Path(out_dir)
-    if dataset == catalog.SYNTHETIC:
-        from loopctr.config import apply_overrides
-        from loopctr.data.synthetic import SyntheticConfig, generate_splits
-
-        cfg = apply_overrides(SyntheticConfig(), list(synthetic_overrides), where="synthetic dataset")
-        key = cache_key(schema, {"synthetic": cfg.__dict__})
-        if is_prepared(out_dir, key):
-            log(f"{out_dir}: up to date (same generator settings); reusing it")
-            return json.loads((out_dir / "schema.json").read_text())
-        tables = generate_splits(cfg)
-        names = {split: f"<synthetic {split}>" for split in tables}
-    else:
-        if synthetic_overrides:
-            raise UserError(f"generator settings {list(synthetic_overrides)} only apply to --dataset synthetic")
+    layout = registry.get(entry.layout)
+    where = "synthetic dataset" if entry.layout == "synthetic" else f"dataset '{entry.name}' (layout {entry.layout})"
+    options = registry.make_options(layout, entry.options, list(synthetic_overrides), where)
+    if layout.needs_source:
         if source_dir is None:
-            raise UserError(f"--source is required for dataset '{dataset}' (a directory with {sorted(schema.splits.values())})")
+            raise UserError(f"--source is required for dataset '{dataset}' "
+                            f"(a directory with its files: {layout.help or sorted(schema.splits.values())})")
         source_dir = Path(source_dir)
         if not source_dir.is_dir():
             raise UserError(f"{source_dir}: source directory not found")
-        paths = {split: source_dir / fname for split, fname in schema.splits.items()}
-        for split, path in paths.items():
-            if not path.is_file():
-                raise UserError(f"{path}: file not found (the '{split}' split of dataset '{schema.name}')")
-        key = cache_key(schema, source_fingerprint(list(paths.values())))
-        if is_prepared(out_dir, key):
-            log(f"{out_dir}: up to date (same sources and schema); reusing it")
-            return json.loads((out_dir / "schema.json").read_text())
-        tables = {split: read_csv_split(path, schema) for split, path in paths.items()}
-        names = {split: str(path) for split, path in paths.items()}
-    meta = prepare_tables(schema, tables, out_dir, key, names, overwrite=overwrite, started=started)
+    if test_as_valid and not ({"valid", "test"} <= set(schema.splits)):
+        raise UserError(f"--test-as-valid: dataset '{entry.name}' needs 'valid' and 'test' splits in its schema")
+    ctx = registry.ReadContext(schema, source_dir, options, test_as_valid=test_as_valid, log=log)
+    identity = layout.legacy_identity(ctx) if layout.legacy_identity else None
+    if identity is None:
+        identity = {"layout": layout.name, "options": registry.options_dict(options),
+                    "files": source_fingerprint(layout.files(ctx)), "test_as_valid": test_as_valid}
+    key = cache_key(schema, identity)
+    if is_prepared(out_dir, key):
+        log(f"{out_dir}: up to date (same sources and settings); reusing it")
+        return json.loads((out_dir / "schema.json").read_text())
+    result = layout.read(ctx)
+    tables, names = dict(result.tables), dict(result.names)
+    protocol = {"valid_is_test": bool(test_as_valid)}
+    if test_as_valid:
+        tables["valid"], names["valid"] = tables["test"], names["test"] + " (the test split doubling as validation)"
+        protocol["note"] = "BARS protocol: the test split doubles as validation (models are selected on test)"
+    tables = {split: tables[split] for split in schema.splits if split in tables}
+    extra = {"source": {"dataset": entry.name, "layout": layout.name, "options": registry.options_dict(options),
+                        **({"dir": str(source_dir.resolve())} if layout.needs_source else {}), **result.info},
+             "protocol": protocol, "defaults": entry.defaults}
+    meta = prepare_tables(schema, tables, out_dir, key, names, overwrite=overwrite, started=started,
+                          extra_meta=extra, pretrained=result.pretrained)
     rows = sum(s["rows"] for s in meta["splits"].values())
     log(f"prepared {rows:,} rows into {out_dir} in {meta['prepare_seconds']:.2f}s "
         f"({rows / max(meta['prepare_seconds'], 1e-9):,.0f} rows/s)")

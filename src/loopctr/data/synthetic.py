@@ -104,34 +104,37 @@ def generate_logs(cfg: SyntheticConfig) -> tuple[list[np.ndarray], np.ndarray]:
     return sequences, item_cate
 
 
-def din_samples(sequences: list[np.ndarray], item_cate: np.ndarray, seed: int, max_history: int = 100):
-    """DIN-protocol samples per split as column dicts (x1 format: ids as strings, histories '^'-joined)."""
+def legacy_negatives(sequences: list[np.ndarray], n_items: int, seed: int) -> np.ndarray:
+    """One negative per target (every event after a user's first, in log order): the generator's own
+    sequential draws, kept so that the embedded dataset stays bit-identical across versions."""
     rng = np.random.default_rng([seed, 7])
-    n_items = item_cate.shape[0] - 1
-    splits = {s: {k: [] for k in ("label", "user_id", "item_id", "cate_id", "item_history", "cate_history")}
-              for s in ("train", "valid", "test")}
-    for user, events in enumerate(sequences, start=1):
+    out = []
+    for events in sequences:
         seen = set(events.tolist())
-        last = len(events) - 1
-        for t in range(1, len(events)):
-            split = "test" if t == last else "valid" if t == last - 1 else "train"
-            history = events[max(0, t - max_history):t]
-            hist_items = "^".join(map(str, history))
-            hist_cates = "^".join(map(str, item_cate[history]))
+        for _ in range(1, len(events)):
             negative = int(rng.integers(1, n_items + 1))
             while negative in seen:
                 negative = int(rng.integers(1, n_items + 1))
-            for label, item in ((1, int(events[t])), (0, negative)):
-                cols = splits[split]
-                cols["label"].append(float(label))
-                cols["user_id"].append(str(user))
-                cols["item_id"].append(str(item))
-                cols["cate_id"].append(str(item_cate[item]))
-                cols["item_history"].append(hist_items)
-                cols["cate_history"].append(hist_cates)
-    return splits
+            out.append(negative)
+    return np.array(out, dtype=np.int64).reshape(-1, 1)
+
+
+def din_samples(sequences: list[np.ndarray], item_cate: np.ndarray, seed: int, max_history: int = 100):
+    """DIN-protocol samples per split (x1 columns), built by the shared builder for real logs
+    (`loopctr.data.sources.interactions.din_protocol`) with the generator's own negative draws."""
+    from loopctr.data.sources.interactions import Log, din_protocol
+
+    lengths = np.array([len(e) for e in sequences], dtype=np.int64)
+    n_ids = item_cate.shape[0]  # item ids 1..items (0 unused)
+    log = Log(user=np.repeat(np.arange(len(sequences), dtype=np.int64), lengths),
+              item=np.concatenate(sequences).astype(np.int64),
+              user_tokens=pa.array([str(u) for u in range(1, len(sequences) + 1)]),
+              item_tokens=pa.array([str(i) for i in range(n_ids)]),
+              cate_tokens=pa.array([str(c) for c in item_cate]), source="<synthetic>")
+    return din_protocol(log, max_history=max_history, split="leave_last_out",
+                        negative_items=legacy_negatives(sequences, n_ids - 1, seed))
 
 
 def generate_splits(cfg: SyntheticConfig) -> dict[str, pa.Table]:
     sequences, item_cate = generate_logs(cfg)
-    return {split: pa.table(cols) for split, cols in din_samples(sequences, item_cate, cfg.seed).items()}
+    return din_samples(sequences, item_cate, cfg.seed)

@@ -36,5 +36,15 @@ def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = Non
 
 from loopctr.models.dnn import DNN  # noqa: E402  (registration)
 from loopctr.models.din import DIN  # noqa: E402
+from loopctr.models.dcnv2 import DCNv2  # noqa: E402
+from loopctr.models.dlrm import DLRM  # noqa: E402
+from loopctr.models.wukong import Wukong  # noqa: E402
+from loopctr.models.fat import FAT  # noqa: E402
+from loopctr.models.hstu import HSTU  # noqa: E402
+from loopctr.models.bst import BST  # noqa: E402
+from loopctr.models.mtgr import MTGR  # noqa: E402
+from loopctr.models.suan import SUAN  # noqa: E402
+from loopctr.models.onetrans import OneTrans  # noqa: E402
+from loopctr.models.loopctr import LoopCTR  # noqa: E402
 
 __all__ = ["MODELS", "register", "model_class", "build_model", "CTRModel", "ModelConfig", "DNN", "DIN"]

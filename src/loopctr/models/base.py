@@ -76,6 +76,17 @@ class CTRModel(nn.Module):
             counts["embedding" if id(p) in emb else "dense"] += p.numel()
         return counts
 
+    # depth-wise evaluation (models with a per-depth output, e.g. looped models) -------------------------
+    def trained_depths(self) -> int | None:
+        """How many depths `logits_by_depth` covers in training; None for a model without depths."""
+        return None
+
+    def set_eval_depths(self, depths: int | None) -> None:
+        """Make eval-mode `forward` return `logits_by_depth` for depths 1..`depths` (None: the model's default),
+        while `logits` stays at the model's inference depth. Models without depths refuse."""
+        if depths is not None:
+            raise UserError(f"model '{getattr(self, 'name', type(self).__name__)}' has no depths to evaluate")
+
     # helpers for models -------------------------------------------------------------------------------
     def sequence_mask(self, batch, field: str) -> torch.Tensor:
         return batch[field] != 0

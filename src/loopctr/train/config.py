@@ -84,9 +84,10 @@ class RunConfig:
 
 
 def build_run_config(model_name: str | None, config_file=None, overrides: list[str] = (),
-                     base: dict | None = None) -> RunConfig:
-    """Model defaults <- `base` (a saved run's config) <- YAML file <- key=value overrides, validated."""
-    values: dict = {}
+                     base: dict | None = None, dataset_defaults: dict | None = None) -> RunConfig:
+    """Model defaults <- the dataset's protocol defaults (dotted keys recorded by `prepare`) <- `base` (a saved
+    run's config) <- YAML file <- key=value overrides, validated."""
+    values: dict = dict(dataset_defaults or {})
     file_data = load_yaml(config_file) if config_file else {}
     for source in (base or {}), file_data:
         source = dict(source)

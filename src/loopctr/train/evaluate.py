@@ -55,13 +55,17 @@ def _cat(parts):
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def split_metrics(arrays: dict[str, np.ndarray]) -> dict:
-    """The standard metrics; with preds_by_depth also `by_depth` and `oracle` (best depth per sample)."""
+def split_metrics(arrays: dict[str, np.ndarray], depths: list[int] | None = None) -> dict:
+    """The standard metrics; with preds_by_depth also `by_depth` and `oracle` (best depth per sample).
+
+    `depths` names the rows of preds_by_depth (default 1, 2, ...); the oracle's headroom is over the first row.
+    """
     labels, groups = arrays["labels"], arrays.get("groups")
     out = M.all_metrics(labels, arrays["preds"], groups)
     if "preds_by_depth" in arrays:
         by_depth = arrays["preds_by_depth"]
-        out["by_depth"] = [{"depth": d + 1, **M.all_metrics(labels, p, groups)} for d, p in enumerate(by_depth)]
+        names = depths if depths is not None else list(range(1, by_depth.shape[0] + 1))
+        out["by_depth"] = [{"depth": d, **M.all_metrics(labels, p, groups)} for d, p in zip(names, by_depth)]
         best, chosen = M.oracle_predictions(labels, by_depth)
         oracle = M.all_metrics(labels, best, groups)
         oracle["headroom_auc"] = oracle["auc"] - out["by_depth"][0]["auc"]
@@ -70,8 +74,39 @@ def split_metrics(arrays: dict[str, np.ndarray]) -> dict:
     return out
 
 
-def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None) -> dict:
-    """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json`."""
+EXTRAPOLATION_DEPTHS = 2  # `depths="all"` evaluates depths 1 .. trained depths + this
+
+
+def resolve_depths(spec, trained: int | None) -> list[int] | None:
+    """`depths` as given to evaluate_run -> sorted depths to report (None: the model's default output).
+
+    spec: None, "all" (1 .. trained + EXTRAPOLATION_DEPTHS, to show extrapolation), "1,2,5", or a list of ints.
+    """
+    from loopctr.errors import UserError
+
+    if spec is None:
+        return None
+    if trained is None:
+        raise UserError("--depths: this model has no depths (it returns no per-depth predictions)")
+    if isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            return list(range(1, trained + EXTRAPOLATION_DEPTHS + 1))
+        try:
+            spec = [int(part) for part in spec.split(",") if part.strip()]
+        except ValueError:
+            raise UserError(f"--depths: expected 'all' or comma-separated integers like 1,2,5, got '{spec}'") from None
+    depths = sorted(set(int(d) for d in spec))
+    if not depths or depths[0] < 1:
+        raise UserError(f"--depths: depths must be integers >= 1, got {spec}")
+    return depths
+
+
+def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None, depths=None) -> dict:
+    """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json`.
+
+    `depths` ("all", "1,2,5" or a list) asks a model with depths for per-depth metrics (`by_depth`) and the
+    oracle over exactly those depths; the top-level metrics stay those of the model's inference depth.
+    """
     import json
     from pathlib import Path
 
@@ -95,10 +130,17 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
     state = ckpt.load(run_dir / ckpt.BEST, data.fingerprint)
     model = build_model(run.model_name, data.schema, data.vocab_sizes, run.model)
     model.load_state_dict(state["model"])
+    depth_list = resolve_depths(depths, model.trained_depths())
+    if depth_list is not None:
+        model.set_eval_depths(depth_list[-1])
     loader = BatchLoader(data.split(split), batch_size or run.train.eval_batch_size, run.data, with_groups=True)
     arrays, speed = predict(model, loader, DistEnv())
-    report = {"split": split, "rows": int(arrays["labels"].shape[0]), **split_metrics(arrays),
+    if depth_list is not None:
+        arrays["preds_by_depth"] = arrays["preds_by_depth"][[d - 1 for d in depth_list]]
+    report = {"split": split, "rows": int(arrays["labels"].shape[0]), **split_metrics(arrays, depth_list),
               "eval_samples_per_s": speed, "epoch": state.get("epoch")}
+    if depth_list is not None:
+        report["depths"] = depth_list
     from loopctr.train.checkpoint import atomic_write_text
 
     atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))

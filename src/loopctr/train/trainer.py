@@ -326,7 +326,8 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
         base.pop("data_dir", None)
         run = build_run_config(model_name, base=base)
     else:
-        run = build_run_config(model_name, config_file, list(overrides))
+        defaults = PreparedDataset(data_dir).meta.get("defaults", {})
+        run = build_run_config(model_name, config_file, list(overrides), dataset_defaults=defaults)
     trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
     try:
         return trainer.fit()

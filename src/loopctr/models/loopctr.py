@@ -1,0 +1,354 @@
+"""LoopCTR (Tang et al., arXiv 2604.19550): a loop-scaled sandwich Transformer for CTR prediction.
+
+The paper's body and code are not public; this is a reconstruction from its abstract and its precedents
+(see ../shared/reference/loopctr-and-peers.md, sections 1, 6, 7, 8). Every uncertain choice is a switch.
+
+    tokens   = UnifiedTokenizer(fields)                     S-tokens, NS-tokens, target token(s) [, CLS]
+    h        = Encode(tokens)                               n_encode non-shared layers
+    for t in 1..k:                                          k = train_loops (training) or infer_loops
+        h    = Loop(h, t)                                   one shared block of n_loop_layers layers (MoE FFN)
+        logit_t = Head(Decode(h))                           n_decode non-shared layers + read-out + MLP,
+                                                            shared by all depths (process supervision)
+    loss     = sum_t w_t BCE(y, logit_t / tau_t) + moe_aux_weight * load-balancing loss
+
+"LoopCTR(a/b)" infers with a passes of the loop block and trains with b (`infer_loops=a train_loops=b`);
+"infer zero loop" is infer_loops=1: one pass of every layer, no repetition. The parameter count does not
+depend on either, and inference runs exactly `infer_loops` passes of the loop block (plus the decode layers
+once per reported depth; the last decode layer computes only the read-out tokens).
+
+Residuals (`hc_mode`): "none" (plain pre-norm residuals), "hc" or "mhc" with `n_streams` streams, placed
+around every attention and FFN sublayer (`hc_placement="layer"`, as in mHC; streams summed before the final
+norm) or only around each pass of the loop block (`"loop"`, the default, as in Hyperloop Transformers: the
+branch is the block's update block(h) - h, its own layers keep plain residuals, and the streams are summed
+and divided by n before the decoder, which then sees the scale of one residual stream).
+
+Reconstruction choices ([I]: not in any source we could read; each is a switch):
+- sandwich 1 / 1 / 1 layers, d_model 64, 4 heads, SwiGLU 256, 6 experts top-1 + a shared expert, n_streams 4:
+  0.56 M dense parameters on the x1 schema (the paper reports 0.59-1.15 M);
+- depth t = t passes of the loop block; "zero loop" = one pass; the decoder and head are shared by all depths
+  and every depth's logit goes through them, so the depth-1 path is trained directly;
+- hyper-connections between loop passes by default (the reference's reading of "sandwich + Hyper-Connected
+  Residuals"; per-layer mHC costs about twice as much on CPU); mHC constraints by default (the stable choice
+  for a repeated map: doubly stochastic H_res keeps the streams' mean);
+- supervision weights uniform (1/k each, so the loss scale does not depend on k); a per-depth temperature
+  (ReaRec-PRL) divides depth t's logit by a^(k - t) in training *and* inference, so predictions stay calibrated;
+- the MoE aux loss is averaged over loop passes and layers, weight 0.01 (Switch);
+- the read-out is the target token after the decoder's last layer (which computes only the read-out tokens),
+  RMS-normalised, through a ReLU MLP head; the MoE router can see the loop index via a sinusoidal encoding
+  (a table would tie the parameter count to the loop count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from loopctr.errors import UserError
+from loopctr.layers.hyper_connections import collapse_streams, expand_streams, residual_site
+from loopctr.layers.mlp import MLP
+from loopctr.layers.moe import MoEFFN
+from loopctr.layers.tokenizer import UnifiedTokenizer
+from loopctr.layers.transformer import RMSNorm, TransformerLayer, attention_mask, reset_own_parameters
+from loopctr.models import register
+from loopctr.models.base import CTRModel, ModelConfig
+
+@dataclass
+class LoopCTRConfig(ModelConfig):
+    embedding_dim: int = 64
+    # -- sandwich ------------------------------------------------------------------------------------------
+    d_model: int = 64
+    n_heads: int = 4
+    ffn_hidden: int = 256  # SwiGLU hidden size of the encode/decode layers (and of each expert by default)
+    n_encode: int = 1
+    n_loop_layers: int = 1  # layers in the shared loop block
+    n_decode: int = 1
+    train_loops: int = 3  # passes of the loop block in training (depths supervised: 1..train_loops)
+    infer_loops: int = 1  # passes at inference; the model's `logits` are those of this depth
+    dropout: float = 0.0  # on every residual branch output
+    attention_dropout: float = 0.0
+    attention_mask: Literal["full", "target_aware", "causal"] = "full"  # target_aware: history sees history only
+    # -- tokenizer -----------------------------------------------------------------------------------------
+    seq_grouping: Literal["aligned", "separate"] = "aligned"
+    ns_tokenizer: Literal["field", "auto_split"] = "field"
+    ns_tokens: int = 0  # auto_split: number of NS tokens (0: one per remaining field)
+    position_embedding: bool = True
+    type_embedding: bool = True
+    cls_token: bool = False  # always add a CLS read-out token (it is added anyway when there is no target)
+    readout_pool: bool = False  # concatenate the mean of all real tokens to the read-out tokens
+    # -- hyper-connected residuals -------------------------------------------------------------------------
+    hc_mode: Literal["none", "hc", "mhc"] = "mhc"
+    hc_placement: Literal["layer", "loop"] = "loop"
+    n_streams: int = 4
+    hc_dynamic: bool = True  # input-dependent coefficients (false: static only)
+    hc_alpha_init: float = 0.01
+    sinkhorn_iters: int = 20
+    loop_state_norm: bool = False  # RMS-normalise the state after every loop pass
+    # -- mixture of experts (loop block FFN) ---------------------------------------------------------------
+    n_experts: int = 6  # 1: a dense SwiGLU FFN
+    moe_top_k: int = 1
+    moe_shared_expert: bool = True
+    moe_expert_hidden: int = 0  # 0: ffn_hidden
+    moe_aux_weight: float = 0.01
+    moe_loop_router: bool = False  # the router also sees (a sinusoidal encoding of) the loop index
+    # -- process supervision -------------------------------------------------------------------------------
+    supervision: Literal["uniform", "increasing", "final"] = "uniform"  # weights of the per-depth BCE
+    depth_temperature: float = 1.0  # a >= 1: depth t's logit is divided by a^(train_loops - t) (1: off)
+    # -- head ----------------------------------------------------------------------------------------------
+    head_hidden_units: list[int] = field(default_factory=lambda: [256, 128])
+    activation: str = "relu"
+    head_dropout: float = 0.0
+    pack_tokens: bool = True  # run FFNs/experts on real tokens only (exact; faster with padding)
+
+    def validate(self):
+        super().validate()
+        for name in ("d_model", "n_heads", "ffn_hidden", "n_loop_layers", "train_loops", "infer_loops", "n_streams",
+                     "n_experts", "moe_top_k"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be >= 1")
+        for name in ("n_encode", "n_decode", "ns_tokens", "moe_expert_hidden", "sinkhorn_iters"):
+            if getattr(self, name) < 0:
+                raise UserError(f"model.{name} must be >= 0")
+        if self.d_model % self.n_heads:
+            raise UserError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.moe_top_k > self.n_experts:
+            raise UserError(f"model.moe_top_k ({self.moe_top_k}) cannot exceed model.n_experts ({self.n_experts})")
+        for name in ("dropout", "attention_dropout", "head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"model.{name} must be in [0, 1)")
+        if self.moe_aux_weight < 0:
+            raise UserError("model.moe_aux_weight must be >= 0")
+        if self.depth_temperature <= 0:
+            raise UserError("model.depth_temperature must be > 0")
+        if self.hc_mode == "mhc" and self.sinkhorn_iters < 1:
+            raise UserError("model.sinkhorn_iters must be >= 1 with hc_mode=mhc")
+        if any(u < 1 for u in self.head_hidden_units):
+            raise UserError("model.head_hidden_units must be positive")
+
+
+class _Batch:
+    """Per-batch layout and masks, built once and shared by every layer and loop pass.
+
+    The model's state is *packed*: one row per real token of the (B, N) token grid (row-major), padding events
+    dropped (`pack_tokens=false` keeps all B * N rows, the plain reference layout). `index` holds the flat
+    (B * N) positions of the rows (None: every position is a row); `readout_index` the rows of the read-out
+    tokens (the last `n_readout` positions of every sample), in (sample, token) order.
+    """
+
+    def __init__(self, tok, kind: str, pack: bool):
+        b, n = tok.mask.shape
+        device = tok.mask.device
+        self.shape = (b, n)
+        self.kind = kind
+        self.key_mask = tok.mask if tok.has_padding else None
+        self.history = tok.history
+        self.n_readout = tok.n_readout
+        self.readout = slice(n - tok.n_readout, n)
+        flat_mask = tok.mask.reshape(-1)
+        read_flat = (torch.arange(b, device=device)[:, None] * n
+                     + torch.arange(n - tok.n_readout, n, device=device)[None]).reshape(-1)
+        if pack and tok.has_padding:
+            self.index = flat_mask.nonzero().squeeze(-1)
+            self.readout_index = (flat_mask.long().cumsum(0) - 1)[read_flat]
+            self.rows = self.index // n
+            self.weight = None
+        else:
+            self.index = None
+            self.readout_index = read_flat
+            self.rows = torch.arange(b, device=device).repeat_interleave(n)
+            self.weight = flat_mask if tok.has_padding else None
+        self._masks = {}
+
+    def pack(self, tokens: torch.Tensor) -> torch.Tensor:
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def attn_mask(self, query: slice | None):
+        key = None if query is None else (query.start, query.stop)
+        if key not in self._masks:
+            self._masks[key] = attention_mask(self.key_mask, self.kind, blocked_keys=~self.history,
+                                              blocked_queries=self.history, query=query, n_tokens=self.shape[1])
+        return self._masks[key]
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of every sample's real-token rows: (rows, d) -> (B, d)."""
+        b = self.shape[0]
+        w = torch.ones(x.shape[0], dtype=x.dtype, device=x.device) if self.weight is None else self.weight.to(x.dtype)
+        total = x.new_zeros(b, x.shape[-1]).index_add(0, self.rows, x * w.unsqueeze(-1))
+        count = x.new_zeros(b).index_add(0, self.rows, w)
+        return total / count.clamp_min(1.0).unsqueeze(-1)
+
+
+@register("loopctr")
+class LoopCTR(CTRModel):
+    config_class = LoopCTRConfig
+
+    def __init__(self, schema, vocab_sizes, config: LoopCTRConfig):
+        super().__init__(schema, vocab_sizes, config)
+        c = config
+        d = c.d_model
+        self.tokenizer = UnifiedTokenizer(schema, c.embedding_dim, d, c.seq_grouping, c.ns_tokenizer, c.ns_tokens,
+                                          c.position_embedding, c.type_embedding, c.cls_token)
+
+        def layer(ffn=None):
+            return TransformerLayer(d, c.n_heads, c.ffn_hidden, c.dropout, ffn, c.attention_dropout)
+
+        expert_hidden = c.moe_expert_hidden or c.ffn_hidden
+        self.encode = nn.ModuleList([layer() for _ in range(c.n_encode)])
+        self.loop = nn.ModuleList([
+            layer(MoEFFN(d, expert_hidden, c.n_experts, c.moe_top_k, c.moe_shared_expert, c.moe_loop_router))
+            for _ in range(c.n_loop_layers)])
+        self.decode = nn.ModuleList([layer() for _ in range(c.n_decode)])
+
+        self.streams_in_layers = c.hc_mode != "none" and c.hc_placement == "layer"
+        layer_mode = c.hc_mode if self.streams_in_layers else "none"
+        hc_kwargs = dict(dynamic=c.hc_dynamic, alpha_init=c.hc_alpha_init, sinkhorn_iters=c.sinkhorn_iters)
+        counter = iter(range(10 ** 6))
+
+        def sites(n_layers):
+            return nn.ModuleList([
+                nn.ModuleList([residual_site(layer_mode, d, c.n_streams, next(counter), **hc_kwargs) for _ in "af"])
+                for _ in range(n_layers)])
+
+        self.encode_res, self.loop_res, self.decode_res = sites(c.n_encode), sites(c.n_loop_layers), sites(c.n_decode)
+        self.loop_site = (residual_site(c.hc_mode, d, c.n_streams, 0, **hc_kwargs)
+                          if c.hc_mode != "none" and c.hc_placement == "loop" else None)
+        self.loop_norm = RMSNorm(d) if c.loop_state_norm else None
+        self.final_norm = RMSNorm(d)
+        n_read = self.tokenizer.n_readout + int(c.readout_pool)
+        self.head = MLP(n_read * d, c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1)
+        self._eval_depths: int | None = None
+        self.loop_calls = 0  # passes of the loop block since construction (for cost tests and profiling)
+
+    def reset_parameters(self):
+        super().reset_parameters()  # Xavier-normal Linears, zero biases, embeddings N(0, 1e-4)
+        reset_own_parameters(self)  # RMSNorm gains, HC coefficients, experts, position/type embeddings
+
+    # -- depths ------------------------------------------------------------------------------------------
+    def trained_depths(self) -> int:
+        return self.config.train_loops
+
+    def set_eval_depths(self, depths: int | None) -> None:
+        if depths is not None and depths < 1:
+            raise UserError("eval depths must be >= 1")
+        self._eval_depths = depths
+
+    def n_depths(self) -> int:
+        """Loop passes of the next forward: train_loops in training; in eval max(infer_loops, eval depths)."""
+        if self.training:
+            return self.config.train_loops
+        return max(self.config.infer_loops, self._eval_depths or 0)
+
+    def depth_temperatures(self, depths: list[int]) -> torch.Tensor:
+        c = self.config
+        return torch.tensor([c.depth_temperature ** max(c.train_loops - t, 0) for t in depths])
+
+    def depth_weights(self, n: int) -> torch.Tensor:
+        """Loss weights of the n supervised depths (sum 1)."""
+        kind = self.config.supervision
+        if kind == "final" or n == 1:
+            w = torch.zeros(n)
+            w[-1] = 1.0
+            return w
+        w = torch.ones(n) if kind == "uniform" else torch.arange(1, n + 1, dtype=torch.float32)
+        return w / w.sum()
+
+    # -- blocks ------------------------------------------------------------------------------------------
+    def _layer(self, layer: TransformerLayer, sites, x, bt: _Batch, aux: list, readout_only: bool = False,
+               loop_index: int | None = None):
+        """One layer on the packed state x (rows, [n,] d); `readout_only`: compute the read-out tokens only."""
+        attn_site, ffn_site = sites
+        query = bt.readout if readout_only else None
+        query_index = bt.readout_index if readout_only else None
+        mask = bt.attn_mask(query)
+        x = attn_site(x, lambda h: layer.attention_branch_packed(h, bt.index, bt.shape, mask, query, query_index),
+                      query_index)
+        kwargs = {"loop_index": loop_index} if loop_index is not None else {}
+
+        def ffn(h):
+            y, a = layer.ffn_branch(h, None, **kwargs)
+            if a is not None:
+                aux.append(a)
+            return y
+
+        return ffn_site(x, ffn)
+
+    def _loop_pass(self, x, bt: _Batch, aux: list, t: int):
+        self.loop_calls += 1
+
+        def block(h):
+            for layer, sites in zip(self.loop, self.loop_res):
+                h = self._layer(layer, sites, h, bt, aux, loop_index=t)
+            return h
+
+        if self.loop_site is not None:  # Hyperloop: streams around the whole block; the branch is its update
+            x = self.loop_site(x, lambda h: block(h) - h)
+        else:
+            x = block(x)
+        if self.loop_norm is not None:
+            x = self.loop_norm(x)
+        return x
+
+    def _readout(self, x, bt: _Batch, aux: list) -> torch.Tensor:
+        """Decode layers, read-out tokens (and pooled tokens), head: the logit of one depth."""
+        c = self.config
+        if self.loop_site is not None:  # streams only around the loop: back to one stream for the decoder
+            x = collapse_streams(x, self.config.hc_mode) / c.n_streams
+        read_rows = False
+        for i, (layer, sites) in enumerate(zip(self.decode, self.decode_res)):
+            read_rows = i == len(self.decode) - 1 and not c.readout_pool
+            x = self._layer(layer, sites, x, bt, aux, readout_only=read_rows)
+        if self.streams_in_layers:
+            x = collapse_streams(x, c.hc_mode)
+        x = self.final_norm(x)
+        b = bt.shape[0]
+        read = x if read_rows else x.index_select(0, bt.readout_index)
+        parts = [read.reshape(b, -1)]
+        if c.readout_pool:
+            parts.append(bt.pool(x))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
+
+    # -- forward -----------------------------------------------------------------------------------------
+    def forward(self, batch):
+        c = self.config
+        tok = self.tokenizer(batch, self.embedding(batch))
+        bt = _Batch(tok, c.attention_mask, c.pack_tokens)
+        aux: list[torch.Tensor] = []
+        x = bt.pack(tok.tokens)
+        if self.streams_in_layers:
+            x = expand_streams(x, c.hc_mode, c.n_streams)
+        for layer, sites in zip(self.encode, self.encode_res):
+            x = self._layer(layer, sites, x, bt, aux)
+        if self.loop_site is not None:
+            x = expand_streams(x, c.hc_mode, c.n_streams)
+        n = self.n_depths()
+        decode_all = not (self.training and c.supervision == "final")
+        depths, logits = [], []
+        for t in range(1, n + 1):
+            x = self._loop_pass(x, bt, aux, t)
+            if decode_all or t == n:
+                depths.append(t)
+                logits.append(self._readout(x, bt, aux))
+        by_depth = torch.stack(logits)
+        if c.depth_temperature != 1.0:
+            by_depth = by_depth / self.depth_temperatures(depths).to(by_depth).unsqueeze(-1)
+        infer = depths.index(n if self.training else c.infer_loops)
+        out = {"logits": by_depth[infer], "logits_by_depth": by_depth}
+        if aux and c.n_experts > 1 and c.moe_aux_weight > 0:
+            out["aux_loss"] = c.moe_aux_weight * torch.stack(aux).mean()
+        return out
+
+    def loss(self, outputs, labels):
+        """Process supervision: the weighted per-depth BCE (weights from `supervision`), plus the MoE aux loss."""
+        by_depth = outputs["logits_by_depth"]
+        per_depth = F.binary_cross_entropy_with_logits(by_depth, labels.expand_as(by_depth), reduction="none").mean(1)
+        loss = (self.depth_weights(by_depth.shape[0]).to(per_depth) * per_depth).sum()
+        parts = {"bce": per_depth[-1].detach()}
+        parts.update({f"bce_{i + 1}": v for i, v in enumerate(per_depth.detach())})
+        if "aux_loss" in outputs:
+            loss = loss + outputs["aux_loss"]
+            parts["aux"] = outputs["aux_loss"].detach()
+        return loss, parts

@@ -1,0 +1,374 @@
+"""The baselines (issue 5): every model builds, trains through the real CLI, works without sequences where it
+can, and the defining pieces (CrossNetV2, DLRM's interaction, HSTU's pointwise attention, ...) are checked
+against hand computations. Small configs keep the whole file fast on two CPU cores."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_data
+from loopctr.cli.main import main
+from loopctr.errors import UserError
+from loopctr.models import build_model, model_class
+
+SEQUENCE_FREE = ["dcnv2", "dlrm", "wukong", "fat", "onetrans"]
+NEEDS_SEQUENCE = ["bst", "hstu", "mtgr", "suan"]
+BASELINES = SEQUENCE_FREE + NEEDS_SEQUENCE
+SMALL = {
+    "dcnv2": ["parallel_dnn_hidden_units=[32]"],
+    "dlrm": ["bottom_mlp_units=[16]", "top_mlp_units=[16]"],
+    "wukong": ["fmb_hidden_units=[16]", "fmb_tokens=4", "lcb_tokens=4", "dnn_hidden_units=[32]"],
+    "fat": ["ffn_hidden_dim=16", "dnn_hidden_units=[32]"],
+    "bst": ["num_heads=2", "dnn_hidden_units=[32]"],
+    "onetrans": ["model_dim=16", "num_heads=2", "dnn_hidden_units=[32]"],
+    "hstu": ["model_dim=16", "qk_dim=8", "v_dim=8", "dnn_hidden_units=[32]"],
+    "mtgr": ["model_dim=16", "qk_dim=8", "v_dim=8", "dnn_hidden_units=[32]"],
+    "suan": ["dnn_hidden_units=[32]"],
+}
+FAST = ["epochs=1", "batch_size=64", "threads=1", "embedding_dim=8", "eval_batch_size=512"]
+
+
+def small_config(name: str, *extra: str):
+    from loopctr.config import apply_overrides
+
+    cls = model_class(name).config_class
+    return apply_overrides(cls(embedding_dim=8), [*SMALL[name], *extra], where="test")
+
+
+def cli_train(data, out, name, *extra) -> int:
+    return main(["train", "--data", str(data), "--model", name, "--out", str(out), *FAST, *SMALL[name], *extra])
+
+
+# -- every model: build, forward/backward, parameter counts, one epoch through the CLI ---------------------
+@pytest.mark.parametrize("name", BASELINES)
+def test_forward_backward_and_counts(name, tiny_dataset, tiny_batch):
+    torch.manual_seed(0)
+    model = build_model(name, tiny_dataset.schema, tiny_dataset.vocab_sizes, small_config(name))
+    out = model(tiny_batch)
+    assert out["logits"].shape == (64,) and torch.isfinite(out["logits"]).all()
+    loss, _ = model.loss(out, tiny_batch["_label"])
+    loss.backward()
+    counts = model.parameter_counts()
+    assert counts["dense"] > 0 and counts["embedding"] > 0
+    assert counts["dense"] + counts["embedding"] == sum(p.numel() for p in model.parameters())
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_trains_one_epoch_through_the_cli(name, tiny_data, tmp_path):
+    run = tmp_path / name
+    assert cli_train(tiny_data, run, name) == 0
+    report = json.loads((run / "metrics.json").read_text())
+    for key in ("auc", "gauc", "logloss", "ne", "params_dense", "params_embedding", "train_samples_per_s",
+                "eval_samples_per_s"):
+        assert key in report, key
+    assert report["params_dense"] > 0 and 0.0 <= report["auc"] <= 1.0 and math.isfinite(report["logloss"])
+
+
+# -- a dataset without sequences ------------------------------------------------------------------------
+FLAT_SCHEMA = """
+name: flat
+label: label
+group: user
+fields:
+  - {name: user, type: categorical}
+  - {name: item, type: categorical}
+  - {name: ctx, type: categorical}
+  - {name: price, type: numeric, normalize: standard}
+  - {name: age, type: numeric}
+"""
+
+
+@pytest.fixture(scope="module")
+def flat_data(tmp_path_factory) -> Path:
+    from loopctr.data.prepare import prepare_dataset
+
+    root = tmp_path_factory.mktemp("flat")
+    rng = np.random.default_rng(0)
+    for split, rows in (("train", 600), ("valid", 200), ("test", 200)):
+        user, item, ctx = rng.integers(0, 30, rows), rng.integers(0, 40, rows), rng.integers(0, 3, rows)
+        price, age = rng.normal(50, 10, rows), rng.integers(18, 70, rows)
+        label = ((user + item) % 3 == 0) ^ (rng.random(rows) < 0.1)
+        lines = ["label,user,item,ctx,price,age"] + [
+            f"{int(y)},u{u},i{i},c{c},{p:.2f},{a}" for y, u, i, c, p, a in zip(label, user, item, ctx, price, age)]
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    (root / "flat.yaml").write_text(FLAT_SCHEMA)
+    prepare_dataset(str(root / "flat.yaml"), root / "prepared", source_dir=root, log=lambda *a: None)
+    return root / "prepared"
+
+
+@pytest.mark.parametrize("name", SEQUENCE_FREE)
+def test_sequence_free_dataset(name, flat_data, tmp_path):
+    assert cli_train(flat_data, tmp_path / name, name) == 0
+    assert json.loads((tmp_path / name / "metrics.json").read_text())["params_dense"] > 0
+
+
+@pytest.mark.parametrize("name", NEEDS_SEQUENCE)
+def test_sequence_models_refuse_a_sequence_free_dataset(name, flat_data, tmp_path, capsys):
+    from loopctr.data.dataset import PreparedDataset
+
+    data = PreparedDataset(flat_data)
+    with pytest.raises(UserError, match="needs a sequence field"):
+        build_model(name, data.schema, data.vocab_sizes, small_config(name))
+    assert cli_train(flat_data, tmp_path / name, name) == 2
+    assert "needs a sequence field" in capsys.readouterr().err
+
+
+# -- the defining pieces, against hand computations -------------------------------------------------------
+def test_crossnet_v2_formula():
+    from loopctr.layers.interaction import CrossNetV2
+
+    torch.manual_seed(0)
+    net = CrossNetV2(3, 2)
+    x0 = torch.randn(4, 3)
+    x = x0.clone()
+    for layer in net.layers:  # x_{l+1} = x0 * (W x_l + b) + x_l, written out element by element
+        w, b = layer.weight.detach(), layer.bias.detach()
+        x = torch.stack([torch.stack([x0[n, i] * (sum(w[i, j] * x[n, j] for j in range(3)) + b[i]) + x[n, i]
+                                      for i in range(3)]) for n in range(4)])
+    assert torch.allclose(net(x0), x, atol=1e-6)
+
+
+def test_crossnet_mix_matches_a_per_expert_loop():
+    from loopctr.layers.interaction import CrossNetMix
+
+    torch.manual_seed(0)
+    net = CrossNetMix(6, 2, low_rank=3, num_experts=4)
+    x0 = torch.randn(5, 6)
+    x = x0
+    for i in range(2):
+        outs, gates = [], []
+        for e in range(4):
+            v = torch.tanh(x @ net.v[i][e])
+            v = torch.tanh(v @ net.c[i][e].t())
+            outs.append(x0 * (v @ net.u[i][e].t() + net.bias[i]))
+            gates.append(x @ net.gate.weight[e])
+        weights = torch.stack(gates, 1).softmax(1)
+        x = x + sum(weights[:, e:e + 1] * outs[e] for e in range(4))
+    assert torch.allclose(net(x0), x, atol=1e-5)
+
+
+def test_dcnv2_structures_and_bars_parameter_count(tiny_dataset, tiny_batch):
+    from loopctr.models.dcnv2 import DCNv2Config
+
+    for structure in ("crossnet_only", "stacked", "parallel", "stacked_parallel"):
+        cfg = DCNv2Config(embedding_dim=8, model_structure=structure, stacked_dnn_hidden_units=[16],
+                          parallel_dnn_hidden_units=[16], use_low_rank_mixture=structure == "stacked")
+        model = build_model("dcnv2", tiny_dataset.schema, tiny_dataset.vocab_sizes, cfg)
+        assert model(tiny_batch)["logits"].shape == (64,)
+    # the BARS AmazonElectronics_x1 DCNv2 has 5,138,561 parameters, 4,083,584 of them embeddings (63,003 + 803 rows)
+    model = build_model("dcnv2", tiny_dataset.schema, {"item_id": 63003, "cate_id": 803})
+    assert model.parameter_counts() == {"embedding": 4083584, "dense": 5138561 - 4083584}
+
+
+def test_bst_matches_the_bars_parameter_count(tiny_dataset):
+    model = build_model("bst", tiny_dataset.schema, {"item_id": 63003, "cate_id": 803})
+    assert sum(model.parameter_counts().values()) == 5301057  # BST_amazonelectronics_x1 log
+
+
+def test_dlrm_dot_interaction(flat_data, tiny_dataset):
+    from loopctr.data.dataset import PreparedDataset
+    from loopctr.layers.interaction import dot_interaction
+
+    v = torch.randn(2, 5, 4)
+    out = dot_interaction(v)
+    assert out.shape == (2, 5 * 4 // 2)
+    pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    assert torch.allclose(out, torch.stack([(v[:, i] * v[:, j]).sum(-1) for i, j in pairs], dim=1), atol=1e-6)
+    # 3 categorical fields + the bottom-MLP vector of the 2 numeric fields: n = 4, 6 products (+ the dense vector)
+    data = PreparedDataset(flat_data)
+    model = build_model("dlrm", data.schema, data.vocab_sizes, small_config("dlrm"))
+    assert model.num_vectors == 4 and model.top.net[0].in_features == 4 * 3 // 2 + 8
+    assert model.embedding.numeric is None  # numerics go through the bottom MLP only
+    # no numeric field: n = 4 (2 categorical + 2 pooled sequences), no bottom MLP
+    model = build_model("dlrm", tiny_dataset.schema, tiny_dataset.vocab_sizes, small_config("dlrm"))
+    assert model.bottom is None and model.top.net[0].in_features == 6
+    table = model.embedding.tables["item_id"].weight  # the reference DLRM's U(-1/sqrt(n), 1/sqrt(n)) init
+    assert table[1:].abs().max() <= table.shape[0] ** -0.5 and table[1:].std() > 0.2 * table.shape[0] ** -0.5
+    assert table[0].abs().sum() == 0  # padding row
+
+
+def test_hstu_attention_is_pointwise_silu_without_softmax():
+    from loopctr.layers.hstu import HSTULayer
+
+    torch.manual_seed(0)
+    layer = HSTULayer(dim=8, num_heads=2, qk_dim=4, v_dim=4, max_positions=6)
+    q, k = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    mask = torch.ones(1, 1, 5, 5, dtype=torch.bool).tril()
+    weights = layer.attention_scores(q, k, mask, None)
+    rel = torch.arange(5)[None, :] - torch.arange(5)[:, None]
+    expected = torch.nn.functional.silu(q @ k.transpose(-1, -2) + layer.rab.weight[rel + 5]) / 6 * mask
+    assert torch.allclose(weights, expected, atol=1e-6)
+    rows = weights.sum(-1)
+    assert not torch.allclose(rows, torch.ones_like(rows))  # not normalised: no softmax
+    assert (weights[..., 0, 1:] == 0).all()  # the mask zeroes (causal) instead of renormalising
+    # the U-gate: with U = 0 the layer is the identity (Y = X + W_o(U * LN(AV)) - W_o's bias)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        layer.out.bias.zero_()
+        layer.uqvk.weight[:8].zero_()
+        layer.uqvk.bias[:8].zero_()  # SiLU(0) = 0
+    assert torch.allclose(layer(x, mask), x)
+
+
+def test_wukong_layer_fmb_lcb_residual_layernorm():
+    from loopctr.layers.interaction import WukongLayer
+
+    torch.manual_seed(0)
+    layer = WukongLayer(num_in=5, dim=4, num_fmb=3, num_lcb=2, rank=2, hidden_units=[8])
+    assert layer.residual is None and layer.lcb.bias is None  # 3 + 2 = 5 tokens: identity residual
+    x = torch.randn(6, 5, 4)
+    fm = x @ (x.transpose(1, 2) @ layer.fm_proj)  # the optimised FM: X (X^T Y), (B, n, rank)
+    fmb = layer.fmb_mlp(layer.fm_norm(fm.flatten(1))).view(6, 3, 4)
+    lcb = torch.einsum("ln,bnd->bld", layer.lcb.weight, x)
+    expected = torch.nn.functional.layer_norm(torch.cat([fmb, lcb], 1) + x, (4,))
+    assert torch.allclose(layer(x), expected, atol=1e-5)
+    grown = WukongLayer(num_in=5, dim=4, num_fmb=4, num_lcb=4, rank=2, hidden_units=[8])
+    assert grown.residual is not None and grown(x).shape == (6, 8, 4)
+
+
+@pytest.mark.parametrize("name,extra", [("bst", ["num_layers=2", "seq_pooling_type=mean"]), ("hstu", []),
+                                        ("mtgr", ["sequence_causal=true"]), ("suan", []), ("onetrans", [])])
+def test_length_chunking_is_exact(name, extra, tiny_dataset, tiny_batch):
+    """Encoding rows in groups of similar length (dropping their all-padding columns) changes nothing."""
+    torch.manual_seed(0)
+    model = build_model(name, tiny_dataset.schema, tiny_dataset.vocab_sizes, small_config(name, *extra)).eval()
+    with torch.no_grad():
+        for table in model.embedding.parameters():
+            table.normal_(0, 0.5)
+        model.config.length_chunks = 4
+        chunked = model(tiny_batch)["logits"]
+        model.config.length_chunks = 1
+        plain = model(tiny_batch)["logits"]
+    assert plain.std() > 1e-3 and torch.allclose(chunked, plain, atol=1e-5)
+
+
+def test_mtgr_dynamic_mask(tiny_dataset):
+    from loopctr.models.mtgr import CANDIDATE, EVENT
+
+    model = build_model("mtgr", tiny_dataset.schema, tiny_dataset.vocab_sizes, small_config("mtgr"))
+    events = torch.tensor([[False, True, True]])
+    allowed, types = model.mask(events, n_profile=0)
+    allowed = allowed[0, 0]
+    cand = (types == CANDIDATE).nonzero().item()
+    assert allowed[cand, 1:].all() and not allowed[cand, 0]  # the candidate sees every real token and itself
+    assert not allowed[(types == EVENT), cand].any()  # no static token sees the candidate
+    assert allowed[1, 2] and allowed[2, 1]  # history is bidirectional (lifelong) by default
+    model.config.sequence_causal = True
+    causal = model.mask(events, n_profile=0)[0][0, 0]
+    assert not causal[1, 2] and causal[2, 1]
+
+
+def test_onetrans_pyramid_schedule(tiny_dataset):
+    from loopctr.models.onetrans import OneTransConfig
+
+    model = build_model("onetrans", tiny_dataset.schema, tiny_dataset.vocab_sizes,
+                        OneTransConfig(embedding_dim=8, model_dim=16, num_layers=6))
+    model.max_events = 100
+    assert model.schedule(100) == [50, 25, 12, 6, 3, 0]  # the S-token queries per layer
+    assert model.schedule(7) == [7, 7, 7, 6, 3, 0]
+
+
+def test_fat_field_aware_projections_and_modulation(tiny_dataset, tiny_batch):
+    from loopctr.models.fat import FieldAwareAttention
+
+    n = len(tiny_dataset.schema.fields)
+    att = FieldAwareAttention(n, 8, 2, 0.0, num_bases=0)
+    assert att.q.token_weights().shape == (n, 8, 8) and att.gate.shape == (2, n, n)
+    x = torch.randn(3, n, 8)
+    with torch.no_grad():  # a large bias on (field 0 -> field 2) makes field 0 attend to field 2 only
+        att.bias[:, 0, 2] = 50.0
+        q = att.q(x).view(3, n, 2, 4).transpose(1, 2)
+        k = att.k(x).view(3, n, 2, 4).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2) / 2 * att.gate + att.bias).softmax(-1)
+    assert (scores[:, :, 0, 2] > 0.99).all() and not (scores[:, :, 2, 0] > 0.99).all()  # asymmetric
+    cfg = small_config("fat", "num_bases=3")
+    model = build_model("fat", tiny_dataset.schema, tiny_dataset.vocab_sizes, cfg)
+    assert model(tiny_batch)["logits"].shape == (64,)
+
+
+def test_config_checks():
+    from loopctr.models.dcnv2 import DCNv2Config
+
+    with pytest.raises(UserError, match="model_structure"):
+        DCNv2Config(model_structure="sideways").validate()
+    with pytest.raises(UserError, match="num_heads"):
+        small_config("fat", "num_heads=3")
+
+
+# -- the Amazon Beauty reference split, tiny mode ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def beauty_tiny(tmp_path_factory) -> Path:
+    from loopctr.data.prepare import prepare_dataset
+
+    split = shared_data("benchmark_splits", "amazon_beauty")
+    root = tmp_path_factory.mktemp("beauty")
+    for name, rows in (("train", 3000), ("valid", 1000), ("test", 1000)):
+        with open(split / f"{name}.csv") as src:
+            lines = [next(src) for _ in range(rows + 1)]
+        (root / f"{name}.csv").write_text("".join(lines))
+    prepare_dataset("amazon-electronics-x1", root / "prepared", source_dir=root, log=lambda *a: None)
+    return root / "prepared"
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_amazon_beauty_tiny_mode(name, beauty_tiny, tmp_path):
+    assert cli_train(beauty_tiny, tmp_path / name, name, "batch_size=256", "max_len=50") == 0
+    report = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert report["rows_train"] == 3000 and report["params_embedding"] > 0 and report["params_dense"] > 0
+
+
+# -- benchmarks/bench.py ---------------------------------------------------------------------------------
+def load_script(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_runs_models_over_seeds_and_prints_a_leaderboard(tiny_data, tmp_path, capsys):
+    bench = load_script("bench")
+    settings = [*FAST[1:], "dcnv2:parallel_dnn_hidden_units=[16]", "dnn:hidden_units=[16]"]
+    quiet = lambda *a: None  # noqa: E731
+    rows = bench.run_bench(["dnn", "dcnv2"], tiny_data, [1, 2], tmp_path / "out", settings, epochs=1, log=quiet)
+    assert [(r["model"], r["seed"]) for r in rows] == [("dnn", 1), ("dnn", 2), ("dcnv2", 1), ("dcnv2", 2)]
+    results = tmp_path / "out" / "results.jsonl"
+    assert len(bench.load_results(results)) == 4
+    # finished runs are not trained again, nor appended twice
+    assert bench.run_bench(["dnn"], tiny_data, [1], tmp_path / "out", settings, epochs=1, log=quiet) == []
+    table = bench.leaderboard(bench.load_results(results))
+    assert "| dnn | 2 |" in table and "| dcnv2 | 2 |" in table and " ± " in table
+    assert bench.main(["--results", str(results)]) == 0
+    assert "test AUC" in capsys.readouterr().out
+
+
+def test_fuxictr_parity_arguments(tmp_path, monkeypatch):
+    parity = load_script("fuxictr_parity")
+    split = tmp_path / "split"
+    split.mkdir()
+    for name in ("train", "valid", "test"):
+        (split / f"{name}.csv").write_text("label,user_id,item_id,cate_id,item_history,cate_history\n"
+                                           + "1,1,2,3,4,5\n" * 10)
+    monkeypatch.delenv("FUXICTR_MODEL_ZOO", raising=False)
+    with pytest.raises(SystemExit):  # FuxiCTR's model zoo is required unless --skip-fuxictr
+        parity.parse_args(["--split", str(split), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit):
+        parity.parse_args(["--split", str(split), "--out", str(tmp_path / "o"), "--models", "din,nope",
+                           "--skip-fuxictr"])
+    zoo = tmp_path / "zoo"
+    for model in ("DIN", "DCNv2"):
+        (zoo / model / "src").mkdir(parents=True)
+    monkeypatch.setenv("FUXICTR_MODEL_ZOO", str(zoo))
+    args = parity.parse_args(["--split", str(split), "--out", str(tmp_path / "o"), "--rows", "3"])
+    assert args.models == ["din", "dcnv2"] and args.zoo == zoo
+    subset = parity.subset_split(split, 3, tmp_path / "sub")
+    assert len((subset / "train.csv").read_text().splitlines()) == 4  # header + 3 rows

@@ -1,0 +1,239 @@
+import json
+
+import pytest
+import torch
+
+from loopctr.cli.main import main
+from loopctr.data.schema import schema_from_dict
+from loopctr.errors import UserError
+from loopctr.models import build_model
+from loopctr.models.loopctr import LoopCTRConfig
+from loopctr.train.config import build_run_config
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: these tests run small ops, which two OpenMP threads slow down badly on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL = dict(embedding_dim=8, d_model=16, n_heads=2, ffn_hidden=16, head_hidden_units=[16])
+SMALL_OVERRIDES = ["embedding_dim=8", "d_model=16", "n_heads=2", "ffn_hidden=16", "head_hidden_units=[16]"]
+
+
+def small(dataset, **kwargs):
+    torch.manual_seed(0)
+    return build_model("loopctr", dataset.schema, dataset.vocab_sizes, LoopCTRConfig(**{**SMALL, **kwargs}))
+
+
+def field_schema():
+    """A schema without any sequence, with a numeric field (Frappe-like)."""
+    return schema_from_dict({"name": "fields", "label": "label", "fields": [
+        {"name": "user", "type": "categorical"}, {"name": "item", "type": "categorical"},
+        {"name": "hour", "type": "categorical"}, {"name": "price", "type": "numeric"}]})
+
+
+def field_batch(b=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batch = {name: torch.randint(1, 20, (b,), generator=g, dtype=torch.int32) for name in ("user", "item", "hour")}
+    batch["price"] = torch.rand(b, generator=g)
+    batch["_label"] = (torch.rand(b, generator=g) < 0.4).float()
+    return batch
+
+
+def test_shapes_in_training_and_eval(tiny_dataset, tiny_batch):
+    model = small(tiny_dataset, train_loops=3, infer_loops=1)
+    b = tiny_batch["_label"].shape[0]
+    out = model(tiny_batch)
+    assert out["logits"].shape == (b,) and out["logits_by_depth"].shape == (3, b)
+    assert out["aux_loss"].ndim == 0
+    torch.testing.assert_close(out["logits"], out["logits_by_depth"][-1])
+    model.eval()
+    with torch.no_grad():
+        out = model(tiny_batch)
+        assert out["logits_by_depth"].shape == (1, b)
+        model.set_eval_depths(5)
+        deep = model(tiny_batch)
+    assert deep["logits_by_depth"].shape == (5, b)
+    torch.testing.assert_close(deep["logits"], out["logits"])  # still the inference depth
+    torch.testing.assert_close(deep["logits_by_depth"][0], out["logits"])
+
+
+ALL_ON = dict(hc_mode="hc", hc_placement="layer", moe_loop_router=True, moe_top_k=2, cls_token=True, readout_pool=True, n_encode=2,
+              n_decode=2, n_loop_layers=2, loop_state_norm=True)
+
+
+@pytest.mark.parametrize("kwargs", [{}, ALL_ON, dict(hc_placement="layer")])
+def test_gradients_reach_every_parameter(tiny_dataset, tiny_batch, kwargs):
+    model = small(tiny_dataset, **kwargs)
+    loss, parts = model.loss(model(tiny_batch), tiny_batch["_label"])
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    dead = [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0 and "embedding" not in n]
+    if kwargs.get("hc_mode") == "hc":  # HC's dynamic map starts at 0, so its scales start without a gradient
+        dead = [n for n in dead if not n.endswith(".alpha")]
+    assert not dead
+    assert set(parts) >= {"bce", "bce_1", "bce_2", "bce_3", "aux"}
+
+
+def test_parameter_count_is_independent_of_loop_counts(tiny_dataset):
+    counts = {small(tiny_dataset, train_loops=t, infer_loops=i).parameter_counts()["dense"]
+              for t, i in [(1, 1), (3, 1), (4, 4), (2, 6)]}
+    assert len(counts) == 1
+    counts = {small(tiny_dataset, train_loops=t, moe_loop_router=True).parameter_counts()["dense"] for t in (1, 5)}
+    assert len(counts) == 1
+
+
+def test_default_model_size(tiny_dataset):
+    model = build_model("loopctr", tiny_dataset.schema, tiny_dataset.vocab_sizes)
+    assert 0.4e6 <= model.parameter_counts()["dense"] <= 1.5e6
+
+
+def test_inference_runs_exactly_infer_loops_passes(tiny_dataset, tiny_batch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for infer in (1, 2, 3):
+        model = small(tiny_dataset, train_loops=3, infer_loops=infer).eval()
+        before = model.loop_calls
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(tiny_batch)
+        assert model.loop_calls - before == infer
+        flops[infer] = counter.get_total_flops()
+    assert flops[1] < flops[2] < flops[3]
+    assert abs((flops[3] - flops[2]) - (flops[2] - flops[1])) <= 0.01 * flops[1]  # linear in infer_loops
+    model = small(tiny_dataset, train_loops=4).train()
+    before = model.loop_calls
+    model(tiny_batch)
+    assert model.loop_calls - before == 4
+
+
+def test_determinism_under_a_seed(tiny_dataset, tiny_batch):
+    outs = []
+    for _ in range(2):
+        model = small(tiny_dataset)
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        torch.manual_seed(1)
+        for _ in range(2):
+            loss, _ = model.loss(model(tiny_batch), tiny_batch["_label"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            outs.append(model(tiny_batch)["logits"])
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_packing_is_exact(tiny_dataset, tiny_batch):
+    results = []
+    for pack in (True, False):
+        model = small(tiny_dataset, pack_tokens=pack, train_loops=2, readout_pool=True).eval()
+        model.set_eval_depths(2)
+        with torch.no_grad():
+            results.append(model(tiny_batch)["logits_by_depth"])
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(ns_tokenizer="auto_split", ns_tokens=2), dict(hc_placement="layer")])
+def test_schema_without_sequences_and_with_numeric_fields(kwargs):
+    schema = field_schema()
+    torch.manual_seed(0)
+    model = build_model("loopctr", schema, {"user": 20, "item": 20, "hour": 20},
+                        LoopCTRConfig(**{**SMALL, **kwargs}))
+    assert model.tokenizer.use_cls and model.tokenizer.n_readout == 1
+    batch = field_batch()
+    out = model(batch)
+    assert out["logits_by_depth"].shape == (3, 32)
+    model.loss(out, batch["_label"])[0].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_separate_sequence_groups_and_target_aware_history(tiny_dataset, tiny_batch):
+    model = small(tiny_dataset, seq_grouping="separate", attention_mask="target_aware")
+    assert len(model.tokenizer.groups) == 2 and model.tokenizer.n_readout == 2
+    out = model(tiny_batch)
+    assert torch.isfinite(out["logits_by_depth"]).all()
+
+
+ABLATIONS = [
+    "hc_mode=none", "hc_mode=hc", "hc_placement=layer", "hc_placement=layer,hc_mode=hc", "hc_dynamic=false",
+    "n_streams=1",
+    "n_experts=1", "moe_shared_expert=false", "moe_top_k=2", "moe_loop_router=true", "moe_aux_weight=0",
+    "supervision=final", "supervision=increasing", "depth_temperature=2.0", "train_loops=1", "n_encode=0",
+    "n_decode=0", "readout_pool=true", "cls_token=true", "position_embedding=false", "type_embedding=false",
+    "attention_mask=target_aware", "attention_mask=causal", "seq_grouping=separate", "ns_tokenizer=auto_split",
+    "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3",
+]
+
+
+@pytest.mark.parametrize("override", ABLATIONS)
+def test_every_switch_builds_and_trains(tiny_dataset, tiny_batch, override):
+    run = build_run_config("loopctr", overrides=SMALL_OVERRIDES + override.split(","))
+    torch.manual_seed(0)
+    model = build_model("loopctr", tiny_dataset.schema, tiny_dataset.vocab_sizes, run.model)
+    out = model(tiny_batch)
+    loss, _ = model.loss(out, tiny_batch["_label"])
+    assert torch.isfinite(loss)
+    loss.backward()
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(tiny_batch)["logits"]).all()
+
+
+def test_supervision_weights_and_temperature(tiny_dataset):
+    model = small(tiny_dataset, train_loops=4)
+    torch.testing.assert_close(model.depth_weights(4), torch.full((4,), 0.25))
+    model.config.supervision = "increasing"
+    torch.testing.assert_close(model.depth_weights(4), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    model.config.supervision = "final"
+    torch.testing.assert_close(model.depth_weights(1), torch.tensor([1.0]))
+    model.config.depth_temperature = 2.0
+    torch.testing.assert_close(model.depth_temperatures([1, 2, 4, 6]), torch.tensor([8.0, 4.0, 1.0, 1.0]))
+
+
+def test_final_only_supervision_decodes_only_the_last_depth(tiny_dataset, tiny_batch):
+    model = small(tiny_dataset, supervision="final", train_loops=3)
+    assert model(tiny_batch)["logits_by_depth"].shape[0] == 1
+    model.eval()
+    model.set_eval_depths(3)
+    with torch.no_grad():
+        assert model(tiny_batch)["logits_by_depth"].shape[0] == 3
+
+
+def test_config_keys_and_validation():
+    run = build_run_config("loopctr", overrides=["train_loops=4", "infer_loops=2", "hc_mode=hc"])
+    assert (run.model.train_loops, run.model.infer_loops, run.model.hc_mode) == (4, 2, "hc")
+    for bad in (["moe_top_k=7"], ["d_model=30"], ["train_loops=0"], ["hc_mode=sinkhorn"], ["dropout=1.5"]):
+        with pytest.raises(UserError):
+            build_run_config("loopctr", overrides=bad)
+
+
+def test_cli_train_then_evaluate_by_depth(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data), "--model", "loopctr", "--out", str(run), "epochs=1", "threads=1",
+            "batch_size=256", "train_loops=2", *SMALL_OVERRIDES]
+    assert main(args) == 0
+    assert main(["evaluate", "--run", str(run), "--depths", "all"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert [d["depth"] for d in report["by_depth"]] == [1, 2, 3, 4]
+    assert {"auc", "headroom_auc", "depth_share"} <= set(report["oracle"])
+    assert report["oracle"]["auc"] >= max(d["auc"] for d in report["by_depth"]) - 1e-9
+    assert abs(report["by_depth"][0]["auc"] - report["auc"]) < 1e-12  # infer_loops=1 is depth 1
+    assert "oracle headroom" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(run), "--depths", "1,3"]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    assert [d["depth"] for d in report["by_depth"]] == [1, 3] and len(report["oracle"]["depth_share"]) == 2
+    assert main(["evaluate", "--run", str(run), "--depths", "0"]) == 2
+
+
+def test_depths_refused_for_models_without_depths(tiny_data, tmp_path):
+    run = tmp_path / "dnn"
+    assert main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(run), "epochs=1", "threads=1",
+                 "hidden_units=[8]", "batch_size=256"]) == 0
+    assert main(["evaluate", "--run", str(run), "--depths", "all"]) == 2
