@@ -161,3 +161,44 @@ def test_onnx_export_matches_eager(din_run, tiny_data):
     with torch.no_grad():
         eager = torch.sigmoid(predictor.model({n: batch[n] for n in names})["logits"]).numpy()
     np.testing.assert_allclose(onnx_out, eager, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def loop_run(tiny_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("serve") / "loopctr"
+    args = ["train", "--data", str(tiny_data), "--model", "loopctr", "--out", str(run), "epochs=1", "batch_size=64",
+            "threads=1", "embedding_dim=8", "d_model=16", "n_heads=2", "ffn_hidden=32", "head_hidden_units=[16]",
+            "train_loops=3", "infer_loops=1"]
+    assert main(args) == 0
+    return run
+
+
+def test_depth_knob_equals_per_depth_evaluation(loop_run, tiny_data):
+    predictor = Predictor(loop_run)
+    assert predictor.max_depth == 3 and predictor.metadata()["depths"] == [1, 2, 3]
+    rows = raw_rows(tiny_data, n=30)
+    model = predictor.model
+    model.set_eval_depths(3)
+    arrays, _ = predict(model, BatchLoader(PreparedDataset(tiny_data).split("test"), 1000), DistEnv())
+    model.set_eval_depths(None)
+    for depth in (1, 2, 3):
+        np.testing.assert_allclose(predictor.predict(rows, depth), arrays["preds_by_depth"][depth - 1][:30],
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predictor.predict(rows), predictor.predict(rows, 1), rtol=1e-6)  # infer_loops=1
+    from loopctr.serve.predictor import BadRequest
+
+    for bad in (0, 4, "2", True):
+        with pytest.raises(BadRequest, match="depth"):
+            predictor.predict(rows, bad)
+
+
+def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
+    assert main(["export", "--run", str(loop_run), "--depth", "2"]) == 0
+    exported = torch.jit.load(str(loop_run / "export-torchscript-depth2" / "model.pt"))
+    predictor = Predictor(loop_run)
+    batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=25)))
+    batch = {k: v for k, v in batch.items() if not k.startswith("_")}
+    with torch.no_grad():
+        eager = torch.sigmoid(predictor.model(batch, depth=2)["logits"])
+    torch.testing.assert_close(exported(batch), eager, rtol=1e-5, atol=1e-6)
+    assert main(["export", "--run", str(loop_run), "--depth", "9"]) == 2

@@ -14,7 +14,8 @@ import torch
 from loopctr.cli.main import main
 
 FAST = ["epochs=2", "batch_size=64", "threads=1", "embedding_dim=8"]
-SMALL = {"dnn": ["hidden_units=[32,16]"], "din": ["dnn_hidden_units=[32,16]", "attention_hidden_units=[16]"]}
+SMALL = {"dnn": ["hidden_units=[32,16]"], "din": ["dnn_hidden_units=[32,16]", "attention_hidden_units=[16]"],
+         "loopctr": ["d_model=16", "n_heads=2", "ffn_hidden=32", "head_hidden_units=[16]"]}
 
 
 def train(data, out, *extra, model="dnn"):
@@ -118,11 +119,12 @@ def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
     assert resumed["auc"] == straight["auc"] and resumed["best_epoch"] == straight["best_epoch"]
 
 
-def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path):
+@pytest.mark.parametrize("model", ["din", "loopctr"])
+def test_torchrun_two_processes_on_cpu(tiny_data, tmp_path, model):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "loopctr.cli.main", "train", "--data", str(tiny_data), "--model", "din", "--out", str(run), *FAST,
-           *SMALL["din"]]
+           "-m", "loopctr.cli.main", "train", "--data", str(tiny_data), "--model", model, "--out", str(run), *FAST,
+           *SMALL[model]]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "world size 2" in done.stdout

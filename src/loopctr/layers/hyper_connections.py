@@ -100,7 +100,10 @@ def sinkhorn_knopp(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:
     lead, n = logits.shape[:-2], logits.shape[-1]
     dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
     flat = logits.to(dtype).reshape(-1, n, n).permute(1, 2, 0).contiguous()
-    m = _SinkhornKnopp.apply(flat, iters)
+    if torch.is_grad_enabled() and flat.requires_grad:
+        m = _SinkhornKnopp.apply(flat, iters)
+    else:  # inference: the same iterations as plain ops (traceable for export, no saved state)
+        m, _ = _sinkhorn_steps(flat, iters, keep=False)
     return m.permute(2, 0, 1).reshape(*lead, n, n).to(logits.dtype)
 
 

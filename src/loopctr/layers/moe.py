@@ -90,6 +90,8 @@ class MoEFFN(nn.Module):
         """x (..., d) -> (y (..., d), aux loss). Vectorised dispatch: one pass per expert over its tokens."""
         if self.dense is not None:
             return self.dense(x), x.new_zeros(())
+        if torch.jit.is_tracing():  # per-expert token counts are data: a trace would freeze them
+            return self.forward_reference(x, loop_index)
         shape = x.shape
         x = x.reshape(-1, self.dim)
         _, top_i, gates, aux = self.route(x, loop_index)

@@ -66,6 +66,11 @@ class CTRModel(nn.Module):
             parts["aux"] = outputs["aux_loss"].detach()
         return loss, parts
 
+    def skips_parameters(self) -> bool:
+        """True when a step may leave some parameters without gradient (e.g. an expert no token chose);
+        DDP must then look for unused parameters."""
+        return False
+
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
 

@@ -312,8 +312,15 @@ class LoopCTR(CTRModel):
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
     # -- forward -----------------------------------------------------------------------------------------
-    def forward(self, batch):
+    def skips_parameters(self) -> bool:
+        return self.config.n_experts > 1
+
+    def forward(self, batch, depth: int | None = None):
+        """`depth` (eval only): run exactly that many loop passes and read out only the last one; this is the
+        per-request depth knob of serving, whose cost grows with the depth alone."""
         c = self.config
+        if depth is not None and (self.training or depth < 1):
+            raise UserError("forward(depth=...) is for inference, with depth >= 1")
         tok = self.tokenizer(batch, self.embedding(batch))
         bt = _Batch(tok, c.attention_mask, c.pack_tokens)
         aux: list[torch.Tensor] = []
@@ -324,8 +331,8 @@ class LoopCTR(CTRModel):
             x = self._layer(layer, sites, x, bt, aux)
         if self.loop_site is not None:
             x = expand_streams(x, c.hc_mode, c.n_streams)
-        n = self.n_depths()
-        decode_all = not (self.training and c.supervision == "final")
+        n = depth or self.n_depths()
+        decode_all = depth is None and not (self.training and c.supervision == "final")
         depths, logits = [], []
         for t in range(1, n + 1):
             x = self._loop_pass(x, bt, aux, t)
@@ -335,7 +342,7 @@ class LoopCTR(CTRModel):
         by_depth = torch.stack(logits)
         if c.depth_temperature != 1.0:
             by_depth = by_depth / self.depth_temperatures(depths).to(by_depth).unsqueeze(-1)
-        infer = depths.index(n if self.training else c.infer_loops)
+        infer = depths.index(n if self.training or depth else c.infer_loops)
         out = {"logits": by_depth[infer], "logits_by_depth": by_depth}
         if aux and c.n_experts > 1 and c.moe_aux_weight > 0:
             out["aux_loss"] = c.moe_aux_weight * torch.stack(aux).mean()

@@ -2,7 +2,9 @@
 
 TorchScript (traced) or ONNX (optional extra: `pip install -e .[onnx]`). The exported program takes the
 batch dict the loader produces (field -> int32 ids / padded int32 sequences / float32 numerics) and
-returns click probabilities; for a LoopCTR model it is traced at one loop depth (`--depth`).
+returns click probabilities; for a LoopCTR model it is traced at one loop depth (`--depth`). Traced
+mixture-of-experts layers run every expert on every token with the same sparse gates (identical results;
+sparse dispatch has data-dependent shapes that a trace cannot keep).
 """
 
 from __future__ import annotations

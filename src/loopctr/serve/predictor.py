@@ -54,8 +54,8 @@ def load_run(run_dir):
 
 
 def model_depths(model) -> int | None:
-    """How many loop passes the model can be asked for at inference, or None if it has no depth knob."""
-    return getattr(model, "max_inference_depth", None)
+    """How many loop passes a request may ask for (the trained depths), or None if the model has no depths."""
+    return model.trained_depths()
 
 
 class Predictor:

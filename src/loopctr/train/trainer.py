@@ -112,7 +112,8 @@ class Trainer:
     def _wrap(self, model):
         if self.env.enabled:
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                              find_unused_parameters=model.skips_parameters())
         if self.cfg.compile:
             model = torch.compile(model, dynamic=True)
         return model
