@@ -5,15 +5,6 @@ from loopctr.layers.hyper_connections import (HyperConnection, PlainResidual, co
                                               sinkhorn_knopp, sinkhorn_knopp_reference)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests run small ops, which two OpenMP threads slow down badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sinkhorn_is_doubly_stochastic_and_matches_reference():
     torch.manual_seed(0)
     logits = torch.randn(6, 7, 4, 4)  # (with logits spread over tens of units 20 rounds leave rows ~0.05 off)

@@ -11,15 +11,6 @@ from loopctr.models.loopctr import LoopCTRConfig
 from loopctr.train.config import build_run_config
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests run small ops, which two OpenMP threads slow down badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SMALL = dict(embedding_dim=8, d_model=16, n_heads=2, ffn_hidden=16, head_hidden_units=[16])
 SMALL_OVERRIDES = ["embedding_dim=8", "d_model=16", "n_heads=2", "ffn_hidden=16", "head_hidden_units=[16]"]
 

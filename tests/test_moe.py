@@ -4,15 +4,6 @@ import torch
 from loopctr.layers.moe import MoEFFN, loop_encoding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests run small ops, which two OpenMP threads slow down badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("seed,shape,n_experts,top_k,shared,loop_router", [
     (0, (37, 8), 4, 1, False, False),
     (1, (3, 11, 8), 4, 2, True, False),

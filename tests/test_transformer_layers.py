@@ -5,15 +5,6 @@ from loopctr.layers.transformer import (MultiHeadAttention, RMSNorm, SwiGLU, Tra
                                         attention_mask)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these tests run small ops, which two OpenMP threads slow down badly on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _padded(b=5, n=9, d=16, seed=0):
     torch.manual_seed(seed)
     x = torch.randn(b, n, d)

@@ -157,12 +157,13 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_yaml(path) -> dict:
+def load_yaml(path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; a missing file or bad YAML is a UserError naming the file."""
     from pathlib import Path
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: config file not found")
+        raise UserError(f"{path}: {what} not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from loopctr.errors import UserError
 
@@ -164,11 +163,6 @@ def validate(schema: Schema, where: str = "schema") -> None:
 
 
 def load_schema(path: str | Path) -> Schema:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: schema file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
-    return schema_from_dict(raw, where=str(path))
+    from loopctr.config import load_yaml
+
+    return schema_from_dict(load_yaml(path, "schema file"), where=str(path))

@@ -7,7 +7,7 @@ training loss). Models never read files and know nothing of the trainer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from torch import nn
 from loopctr.data.schema import Schema
 from loopctr.errors import UserError
 from loopctr.layers.embedding import FeatureEmbedding
-from loopctr.layers.mlp import ACTIVATIONS
+from loopctr.layers.mlp import ACTIVATIONS, MLP
 
 
 @dataclass
@@ -34,6 +34,21 @@ class ModelConfig:
             value = getattr(self, name, None)
             if value is not None and not 0.0 <= value < 1.0:
                 raise UserError(f"model.{name} must be in [0, 1)")
+
+
+@dataclass
+class MLPHeadConfig(ModelConfig):
+    """Settings of the MLP head most models end with (FuxiCTR's `dnn_*` names)."""
+    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    dnn_activation: str = "relu"
+    dnn_dropout: float = 0.1
+    batch_norm: bool = True
+
+
+@dataclass
+class SequenceEncoderConfig(MLPHeadConfig):
+    """Models that encode histories token by token, in groups of rows of similar length."""
+    length_chunks: int = 16  # encode rows in this many groups of similar length (exact; only for speed; 1: off)
 
 
 class CTRModel(nn.Module):
@@ -65,6 +80,11 @@ class CTRModel(nn.Module):
             loss = loss + outputs["aux_loss"]
             parts["aux"] = outputs["aux_loss"].detach()
         return loss, parts
+
+    def mlp_head(self, input_dim: int) -> MLP:
+        """The MLP head of an MLPHeadConfig, ending in one logit."""
+        c = self.config
+        return MLP(input_dim, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout, c.batch_norm, output_dim=1)
 
     def skips_parameters(self) -> bool:
         """True when a step may leave some parameters without gradient (e.g. an expert no token chose);

@@ -23,17 +23,16 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.embedding import masked_mean
-from loopctr.layers.mlp import MLP
 from loopctr.layers.transformer import MultiHeadAttention, apply_packed, attention_mask
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, SequenceEncoderConfig
 from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
 
 POOLING = ("target", "mean", "sum")
 
 
 @dataclass
-class BSTConfig(ModelConfig):
+class BSTConfig(SequenceEncoderConfig):
     num_layers: int = 1
     num_heads: int = 8
     attention_dropout: float = 0.1
@@ -43,11 +42,6 @@ class BSTConfig(ModelConfig):
     use_position_emb: bool = True
     use_causal_mask: bool = False
     seq_pooling_type: str = "target"
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
-    length_chunks: int = 16  # encode rows in this many groups of similar length (exact; only for speed; 1: off)
 
     def validate(self):
         super().validate()
@@ -99,8 +93,7 @@ class BST(CTRModel):
         self.position = nn.Parameter(sinusoid(max_events(schema) + 1, d)) if c.use_position_emb else None
         self.blocks = nn.ModuleList(BSTBlock(self.dim, c) for _ in range(c.num_layers))
         n_context = len(schema.fields) - len(self.pairs)
-        self.head = MLP(self.dim + d * n_context, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout, c.batch_norm,
-                        output_dim=1)
+        self.head = self.mlp_head(self.dim + d * n_context)
 
     def encode(self, batch) -> torch.Tensor:
         emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])

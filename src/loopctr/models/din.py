@@ -14,21 +14,17 @@ import torch
 
 from loopctr.errors import UserError
 from loopctr.layers.attention import DINAttention
-from loopctr.layers.mlp import MLP
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, MLPHeadConfig
 
 
 @dataclass
-class DINConfig(ModelConfig):
+class DINConfig(MLPHeadConfig):
     attention_hidden_units: list[int] = field(default_factory=lambda: [512, 256])
     attention_activation: str = "dice"
     attention_dropout: float = 0.1
     use_softmax: bool = True
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
     dnn_activation: str = "dice"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
     reference_attention: bool = False  # the plain padded attention (slower; for checking the fast path)
 
 
@@ -47,8 +43,7 @@ class DIN(CTRModel):
         d = config.embedding_dim
         self.attention = DINAttention(d * len(pairs), config.attention_hidden_units, config.attention_activation,
                                       config.attention_dropout, config.use_softmax)
-        self.mlp = MLP(d * len(schema.fields), config.dnn_hidden_units, config.dnn_activation, config.dnn_dropout,
-                       config.batch_norm, output_dim=1)
+        self.mlp = self.mlp_head(d * len(schema.fields))
 
     def forward(self, batch):
         emb = self.embedding(batch)

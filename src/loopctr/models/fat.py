@@ -27,22 +27,18 @@ from loopctr.errors import UserError
 from loopctr.layers.mlp import MLP
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, MLPHeadConfig
 from loopctr.models.dnn import pooled_fields
 
 
 @dataclass
-class FATConfig(ModelConfig):
+class FATConfig(MLPHeadConfig):
     num_layers: int = 2
     num_heads: int = 2
     ffn_hidden_dim: int = 256
     attention_dropout: float = 0.0
     dropout: float = 0.1  # on the attention and FFN outputs
     num_bases: int = 0  # > 0: basis-composed field-specific Q/K weights
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
 
     def validate(self):
         super().validate()
@@ -93,8 +89,7 @@ class FAT(CTRModel):
         super().__init__(schema, vocab_sizes, config)
         n, d = len(schema.fields), config.embedding_dim
         self.blocks = nn.Sequential(*(FATBlock(n, d, config) for _ in range(config.num_layers)))
-        self.head = MLP(n * d, config.dnn_hidden_units, config.dnn_activation, config.dnn_dropout,
-                        config.batch_norm, output_dim=1)
+        self.head = self.mlp_head(n * d)
 
     def forward(self, batch):
         x = self.blocks(torch.stack(pooled_fields(self, batch), dim=1))

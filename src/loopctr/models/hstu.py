@@ -23,26 +23,20 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.hstu import HSTULayer
-from loopctr.layers.mlp import MLP
 from loopctr.layers.transformer import attention_mask
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, SequenceEncoderConfig
 from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
 
 
 @dataclass
-class HSTUConfig(ModelConfig):
+class HSTUConfig(SequenceEncoderConfig):
     model_dim: int = 64
     num_layers: int = 2
     num_heads: int = 2
     qk_dim: int = 32  # per head
     v_dim: int = 32  # per head
     dropout: float = 0.1  # on U * LN(AV), as the reference code
-    length_chunks: int = 16  # encode rows in this many groups of similar length (exact; only for speed; 1: off)
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
 
     def validate(self):
         super().validate()
@@ -63,8 +57,7 @@ class HSTU(CTRModel):
         self.layers = nn.ModuleList(HSTULayer(c.model_dim, c.num_heads, c.qk_dim, c.v_dim, n_max, c.dropout)
                                     for _ in range(c.num_layers))
         n_context = len(schema.fields) - len(self.pairs)
-        self.head = MLP(c.model_dim + d * n_context, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout,
-                        c.batch_norm, output_dim=1)
+        self.head = self.mlp_head(c.model_dim + d * n_context)
 
     def encode(self, batch) -> torch.Tensor:
         """The target token's final output (B, D)."""

@@ -29,18 +29,17 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.hstu import HSTULayer
-from loopctr.layers.mlp import MLP
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.layers.transformer import attention_mask
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, SequenceEncoderConfig
 from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
 
 EVENT, PROFILE, CANDIDATE = 0, 1, 2
 
 
 @dataclass
-class MTGRConfig(ModelConfig):
+class MTGRConfig(SequenceEncoderConfig):
     model_dim: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -48,11 +47,6 @@ class MTGRConfig(ModelConfig):
     v_dim: int = 32
     dropout: float = 0.1
     sequence_causal: bool = False
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
-    length_chunks: int = 16  # encode rows in this many groups of similar length (exact; only for speed; 1: off)
 
     def validate(self):
         super().validate()
@@ -78,8 +72,7 @@ class MTGR(CTRModel):
         n_max = max_events(schema) + len(self.profile_index) + 1
         self.layers = nn.ModuleList(HSTULayer(c.model_dim, c.num_heads, c.qk_dim, c.v_dim, n_max, c.dropout,
                                               groups=3, affine=True) for _ in range(c.num_layers))
-        self.head = MLP(c.model_dim, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout, c.batch_norm,
-                        output_dim=1)
+        self.head = self.mlp_head(c.model_dim)
 
     def mask(self, event_mask: torch.Tensor, n_profile: int) -> tuple[torch.Tensor, torch.Tensor]:
         b, length = event_mask.shape

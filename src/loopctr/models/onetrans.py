@@ -29,16 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from loopctr.errors import UserError
-from loopctr.layers.mlp import MLP
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.layers.transformer import RMSNorm, SwiGLU, apply_packed, attention_mask
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, SequenceEncoderConfig
 from loopctr.models.target_sequence import by_length, max_events, right_align
 
 
 @dataclass
-class OneTransConfig(ModelConfig):
+class OneTransConfig(SequenceEncoderConfig):
     model_dim: int = 64
     ns_tokens: int = 4
     num_layers: int = 2
@@ -47,11 +46,6 @@ class OneTransConfig(ModelConfig):
     pyramid: bool = True
     attention_dropout: float = 0.0
     dropout: float = 0.1  # on the attention and FFN outputs
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
-    length_chunks: int = 16  # encode rows in this many groups of similar length (exact; only for speed; 1: off)
 
     def validate(self):
         super().validate()
@@ -123,8 +117,7 @@ class OneTrans(CTRModel):
         self.blocks = nn.ModuleList(OneTransBlock(c) for _ in range(c.num_layers))
         self.max_events = max_events(schema)
         self.norm = RMSNorm(c.model_dim)
-        self.head = MLP(c.ns_tokens * c.model_dim, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout,
-                        c.batch_norm, output_dim=1)
+        self.head = self.mlp_head(c.ns_tokens * c.model_dim)
 
     def schedule(self, n_s: int) -> list[int]:
         """How many S-tokens each layer keeps as queries (and outputs)."""

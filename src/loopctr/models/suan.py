@@ -32,24 +32,21 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.embedding import masked_mean
 from loopctr.layers.hstu import RelativePositionBias
-from loopctr.layers.mlp import MLP
 from loopctr.layers.transformer import MultiHeadAttention, RMSNorm, SwiGLU, apply_packed, attention_mask
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, SequenceEncoderConfig
 from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
 
 
 @dataclass
-class SUANConfig(ModelConfig):
+class SUANConfig(SequenceEncoderConfig):
     num_layers: int = 2
     num_heads: int = 2
     dropout: float = 0.0
     ffn_multiplier: int = 3
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
     dnn_activation: str = "dice"
     dnn_dropout: float = 0.0
     batch_norm: bool = False
-    length_chunks: int = 16  # encode rows in this many groups of similar length (exact; only for speed; 1: off)
 
     def validate(self):
         super().validate()
@@ -113,8 +110,7 @@ class SUAN(CTRModel):
         self.rab = RelativePositionBias(n_max)
         self.blocks = nn.ModuleList(UnifiedAttentionBlock(self.dim, d, c) for _ in range(c.num_layers))
         n_profile = len(schema.fields) - len(self.pairs)
-        self.head = MLP(self.dim + d * n_profile, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout,
-                        c.batch_norm, output_dim=1)
+        self.head = self.mlp_head(self.dim + d * n_profile)
 
     def encode(self, batch) -> torch.Tensor:
         emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])

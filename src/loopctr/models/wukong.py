@@ -22,14 +22,13 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.interaction import WukongLayer
-from loopctr.layers.mlp import MLP
 from loopctr.models import register
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import CTRModel, MLPHeadConfig
 from loopctr.models.dnn import pooled_fields
 
 
 @dataclass
-class WukongConfig(ModelConfig):
+class WukongConfig(MLPHeadConfig):
     num_layers: int = 3
     fmb_tokens: int = 8
     lcb_tokens: int = 8
@@ -37,10 +36,6 @@ class WukongConfig(ModelConfig):
     fmb_hidden_units: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     dropout: float = 0.0  # inside the FMB MLPs
-    dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
-    dnn_activation: str = "relu"
-    dnn_dropout: float = 0.1
-    batch_norm: bool = True
 
     def validate(self):
         super().validate()
@@ -61,7 +56,7 @@ class Wukong(CTRModel):
                                       c.activation, c.dropout))
             num_in = c.fmb_tokens + c.lcb_tokens
         self.layers = nn.Sequential(*layers)
-        self.head = MLP(num_in * d, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout, c.batch_norm, output_dim=1)
+        self.head = self.mlp_head(num_in * d)
 
     def forward(self, batch):
         x = self.layers(torch.stack(pooled_fields(self, batch), dim=1))

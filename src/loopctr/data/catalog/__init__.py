@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from loopctr.data.schema import Schema, schema_from_dict
+from loopctr.config import load_yaml
 from loopctr.errors import UserError
 
 _HERE = Path(__file__).parent
@@ -45,18 +45,6 @@ class Entry:
 
 def names() -> list[str]:
     return sorted([p.stem for p in _HERE.glob("*.yaml")] + [SYNTHETIC])
-
-
-def _load_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: schema file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level")
-    return raw
 
 
 def entry_from_dict(raw: dict, where: str, path: Path | None = None) -> Entry:
@@ -95,10 +83,10 @@ def entry(name_or_path: str) -> Entry:
                             "size": "3000 users by default"})
     builtin = _HERE / f"{name_or_path}.yaml"
     if builtin.is_file():
-        return entry_from_dict(_load_yaml(builtin), str(builtin), builtin)
+        return entry_from_dict(load_yaml(builtin, "schema file"), str(builtin), builtin)
     if Path(name_or_path).suffix in (".yaml", ".yml"):
         path = Path(name_or_path)
-        return entry_from_dict(_load_yaml(path), str(path), path)
+        return entry_from_dict(load_yaml(path, "schema file"), str(path), path)
     from difflib import get_close_matches
 
     close = get_close_matches(name_or_path, names(), n=1)
