@@ -62,6 +62,7 @@ def time_model(data: PreparedDataset, model_name: str, overrides: list[str], ste
         opt.zero_grad(); loss.backward(); opt.step()  # noqa: E702
         seen += b[LABEL].shape[0]
     train_speed = seen / (time.perf_counter() - start)
+    batches.close()  # stops the prefetch thread
     model.eval()
     evaluation = BatchLoader(data.split("test"), run.train.eval_batch_size, run.data)
     seen, start = 0, time.perf_counter()

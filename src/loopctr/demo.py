@@ -15,7 +15,7 @@ from loopctr.train.trainer import train
 
 # Sized to finish in minutes on 2 CPU cores. Batch 256: the BatchNorm statistics in Dice (momentum 0.01, as
 # FuxiCTR) need enough steps on a small set.
-DEMO_DATA = ["users=2000"]
+DEMO_DATA = ["users=1500"]
 DEMO_TRAIN = ["batch_size=256", "epochs=4", "early_stop_patience=1"]
 QUICK_DATA = ["users=400", "items=800", "categories=12", "max_events=12"]
 QUICK_TRAIN = ["batch_size=256", "epochs=2"]
