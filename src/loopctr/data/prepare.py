@@ -259,10 +259,8 @@ def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = Fa
     if test_as_valid and not ({"valid", "test"} <= set(schema.splits)):
         raise UserError(f"--test-as-valid: dataset '{entry.name}' needs 'valid' and 'test' splits in its schema")
     ctx = registry.ReadContext(schema, source_dir, options, test_as_valid=test_as_valid, log=log)
-    identity = layout.legacy_identity(ctx) if layout.legacy_identity else None
-    if identity is None:
-        identity = {"layout": layout.name, "options": registry.options_dict(options),
-                    "files": source_fingerprint(layout.files(ctx)), "test_as_valid": test_as_valid}
+    identity = {"layout": layout.name, "options": registry.options_dict(options),
+                "files": source_fingerprint(layout.files(ctx)), "test_as_valid": test_as_valid}
     key = cache_key(schema, identity)
     if is_prepared(out_dir, key):
         log(f"{out_dir}: up to date (same sources and settings); reusing it")

@@ -104,9 +104,9 @@ def generate_logs(cfg: SyntheticConfig) -> tuple[list[np.ndarray], np.ndarray]:
     return sequences, item_cate
 
 
-def legacy_negatives(sequences: list[np.ndarray], n_items: int, seed: int) -> np.ndarray:
-    """One negative per target (every event after a user's first, in log order): the generator's own
-    sequential draws, kept so that the embedded dataset stays bit-identical across versions."""
+def sequential_negatives(sequences: list[np.ndarray], n_items: int, seed: int) -> np.ndarray:
+    """One negative per target (every event after a user's first, in log order), drawn one after another
+    from the generator's seed, so that the dataset depends on the generator settings alone."""
     rng = np.random.default_rng([seed, 7])
     out = []
     for events in sequences:
@@ -132,7 +132,7 @@ def din_samples(sequences: list[np.ndarray], item_cate: np.ndarray, seed: int, m
               item_tokens=pa.array([str(i) for i in range(n_ids)]),
               cate_tokens=pa.array([str(c) for c in item_cate]), source="<synthetic>")
     return din_protocol(log, max_history=max_history, split="leave_last_out",
-                        negative_items=legacy_negatives(sequences, n_ids - 1, seed))
+                        negative_items=sequential_negatives(sequences, n_ids - 1, seed))
 
 
 def generate_splits(cfg: SyntheticConfig) -> dict[str, pa.Table]:

@@ -64,7 +64,6 @@ class Layout:
     files: Callable[[ReadContext], list[Path]]
     help: str = ""
     needs_source: bool = True
-    legacy_identity: Callable[[ReadContext], Any] | None = None  # cache identity kept from before layouts existed
 
 
 def register(layout: Layout) -> Layout:
@@ -253,19 +252,8 @@ def read_csv_layout(ctx: ReadContext) -> SourceResult:
     return SourceResult(tables, names, info=info)
 
 
-def _csv_identity(ctx: ReadContext):
-    from loopctr.data.prepare import source_fingerprint
-
-    files = _csv_files(ctx)
-    # with every split file present the holdout options change nothing: keep the key of earlier versions
-    if len(files) == len(ctx.schema.splits) and not ctx.test_as_valid:
-        return source_fingerprint(files)
-    return None
-
-
 register(Layout("csv", CsvOptions, read_csv_layout, _csv_files,
-                help="one CSV (or .parquet) file per split, columns as the schema declares",
-                legacy_identity=_csv_identity))
+                help="one CSV (or .parquet) file per split, columns as the schema declares"))
 
 
 # -- the generated dataset ---------------------------------------------------------------------------------
@@ -285,8 +273,7 @@ def _read_synthetic(ctx: ReadContext) -> SourceResult:
 
 
 register(Layout("synthetic", _synthetic_options, _read_synthetic, lambda ctx: [], needs_source=False,
-                help="generated logs (loopctr.data.synthetic)",
-                legacy_identity=lambda ctx: None if ctx.test_as_valid else {"synthetic": ctx.options.__dict__}))
+                help="generated logs (loopctr.data.synthetic)"))
 
 
 # -- helpers shared by the layout modules ------------------------------------------------------------------
