@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from loopctr.data.dataset import PreparedDataset
-from loopctr.data.loader import BatchLoader, LoaderConfig
+from loopctr.data.loader import BatchLoader
 from loopctr.data.prepare import LABEL, prepare_dataset
 from loopctr.models import build_model
 from loopctr.train.config import build_run_config

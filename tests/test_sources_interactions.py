@@ -13,7 +13,8 @@ import pytest
 from conftest import shared_data
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.prepare import OOV, prepare_dataset
-from loopctr.data.sources.interactions import InteractionOptions, Log, din_protocol, load_log, pick_categories
+from loopctr.data.din_protocol import Log, din_protocol, pick_categories
+from loopctr.data.sources.interactions import InteractionOptions, load_log
 from loopctr.errors import UserError
 
 quiet = dict(log=lambda *a: None)

@@ -121,8 +121,8 @@ def sequential_negatives(sequences: list[np.ndarray], n_items: int, seed: int) -
 
 def din_samples(sequences: list[np.ndarray], item_cate: np.ndarray, seed: int, max_history: int = 100):
     """DIN-protocol samples per split (x1 columns), built by the shared builder for real logs
-    (`loopctr.data.sources.interactions.din_protocol`) with the generator's own negative draws."""
-    from loopctr.data.sources.interactions import Log, din_protocol
+    (`loopctr.data.din_protocol`) with the generator's own negative draws."""
+    from loopctr.data.din_protocol import Log, din_protocol
 
     lengths = np.array([len(e) for e in sequences], dtype=np.int64)
     n_ids = item_cate.shape[0]  # item ids 1..items (0 unused)

@@ -47,4 +47,5 @@ from loopctr.models.suan import SUAN  # noqa: E402
 from loopctr.models.onetrans import OneTrans  # noqa: E402
 from loopctr.models.loopctr import LoopCTR  # noqa: E402
 
-__all__ = ["MODELS", "register", "model_class", "build_model", "CTRModel", "ModelConfig", "DNN", "DIN"]
+__all__ = ["MODELS", "register", "model_class", "build_model", "CTRModel", "ModelConfig", "DNN", "DIN", "DCNv2",
+           "DLRM", "Wukong", "FAT", "HSTU", "BST", "MTGR", "SUAN", "OneTrans", "LoopCTR"]

@@ -16,7 +16,7 @@ the FFN runs on real tokens only (both exact). Needs a sequence field paired wit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

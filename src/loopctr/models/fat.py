@@ -18,7 +18,7 @@ read-out, the head (ReLU MLP [1024, 512, 256] with batch norm) and the sizes (2 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

@@ -16,7 +16,7 @@ else is read). Needs a sequence field paired with a target field.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

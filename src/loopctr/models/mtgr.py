@@ -22,7 +22,7 @@ with batch norm) and the sizes. Needs a sequence field paired with a target fiel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

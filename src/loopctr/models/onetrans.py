@@ -22,7 +22,7 @@ sizes (d_model 64, 4 NS-tokens, 2 layers, 4 heads, SwiGLU hidden 2 * d_model). W
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

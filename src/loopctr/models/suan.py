@@ -23,7 +23,7 @@ N(0, 0.02), and the SwiGLU runs on real tokens only (exact). Needs a sequence fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

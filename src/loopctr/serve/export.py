@@ -93,7 +93,7 @@ def export(run_dir, fmt: str = "torchscript", depth: int | None = None, out=None
 
 def _export_onnx(scorer: Scorer, batch: dict, path: Path):
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401  (only checks that the exporter can run)
     except ImportError:
         raise UserError("ONNX export needs the onnx package: pip install -e .[onnx]") from None
     names = list(batch)

@@ -17,8 +17,8 @@ import torch
 import yaml
 
 from loopctr.data.dataset import ArraySplit
-from loopctr.data.loader import BatchLoader, LoaderConfig
-from loopctr.data.prepare import LABEL, _raw_tokens, transform_split
+from loopctr.data.loader import BatchLoader
+from loopctr.data.prepare import _raw_tokens, transform_split
 from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
 from loopctr.models import build_model

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from loopctr.data.sources.interactions import sample_negatives
+from loopctr.data.din_protocol import sample_negatives
 from loopctr.data.sources.registry import Layout, ReadContext, SourceResult, random_split, register
 from loopctr.errors import UserError, located
 

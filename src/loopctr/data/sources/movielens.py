@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from loopctr.data.sources.interactions import user_positions, window_indices
+from loopctr.data.din_protocol import user_positions, window_indices
 from loopctr.data.sources.registry import Layout, ReadContext, SourceResult, register
 from loopctr.errors import UserError, located
 
