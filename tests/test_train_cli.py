@@ -73,6 +73,19 @@ def test_user_errors_exit_2_without_traceback_or_output(tiny_data, tmp_path, cap
     assert "--resume" in capsys.readouterr().err
 
 
+def test_monitor_needing_groups_fails_before_writing(tmp_path, capsys):
+    from helpers import write_x1
+    from loopctr.data.prepare import prepare_dataset
+
+    schema = tmp_path / "nogroup.yaml"
+    schema.write_text("name: nogroup\nlabel: label\nfields:\n  - {name: item_id, type: categorical}\n")
+    data = tmp_path / "data"
+    prepare_dataset(str(schema), data, source_dir=write_x1(tmp_path / "src"), log=lambda *a: None)
+    run = tmp_path / "run"
+    assert train(data, run, "monitor=gauc") == 2
+    assert "declares no group field" in capsys.readouterr().err and not run.exists()
+
+
 def test_checkpoint_from_another_schema_is_refused(tiny_data, tmp_path, capsys):
     from loopctr.data.prepare import prepare_dataset
     from conftest import TINY_SYNTHETIC

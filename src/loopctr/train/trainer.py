@@ -93,6 +93,9 @@ class Trainer:
         if self.cfg.valid_split not in self.data.split_names:
             raise UserError(f"{data_dir}: no '{self.cfg.valid_split}' split for early stopping "
                             f"(has {self.data.split_names}); set train.valid_split")
+        if "gauc" in monitor_terms(self.cfg.monitor)[0] and not self.data.schema.group:
+            raise UserError(f"train.monitor={self.cfg.monitor} needs gAUC, but dataset '{self.data.schema.name}' "
+                            "declares no group field; use monitor=auc")
         torch.manual_seed(self.cfg.seed)
         self.model = build_model(run.model_name, self.data.schema, self.data.vocab_sizes, run.model).to(self.env.device)
         self.optimizer = build_optimizer(self.model, self.cfg)
