@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loopctr.data.sources.criteo import CriteoOptions, find_file, read_kaggle_table
-from loopctr.data.sources.registry import Layout, ReadContext, SourceResult, random_split, register
+from loopctr.data.sources.registry import Layout, ReadContext, SourceResult, register, split_by_options
 from loopctr.errors import UserError, located
 
 RAW = ["click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id", "app_domain",
@@ -55,11 +55,7 @@ def read_avazu(ctx: ReadContext) -> SourceResult:
             "weekend": pc.cast(pc.cast(pc.greater_equal(weekday, 5), pa.int8()), pa.string())}
     for c in RAW[2:]:
         cols[c] = table.column(c)
-    o = ctx.options
-    tables = random_split(pa.table(cols), (o.train_fraction, o.valid_fraction, 1 - o.train_fraction - o.valid_fraction),
-                          o.seed)
-    if ctx.test_as_valid:
-        tables["train"] = pa.concat_tables([tables["train"], tables.pop("valid")])
+    tables = split_by_options(pa.table(cols), ctx)
     return SourceResult(tables, {s: f"{path} ({s} rows)" for s in tables},
                         info={"file": path.name, "split": "random"})
 

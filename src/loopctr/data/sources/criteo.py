@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from loopctr.data.sources.registry import (Layout, ReadContext, SourceResult, check_label, locate_csv_problem,
-                                           random_split, register)
+                                           register, split_by_options)
 from loopctr.errors import UserError, located
 
 NUMERIC = [f"I{i}" for i in range(1, 14)]
@@ -116,11 +116,7 @@ def read_criteo(ctx: ReadContext) -> SourceResult:
         cols[c] = pc.cast(pa.array(log_bin(values)), pa.string())
     for c in CATEGORICAL:
         cols[c] = table.column(c)
-    o = ctx.options
-    tables = random_split(pa.table(cols), (o.train_fraction, o.valid_fraction, 1 - o.train_fraction - o.valid_fraction),
-                          o.seed)
-    if ctx.test_as_valid:
-        tables["train"] = pa.concat_tables([tables["train"], tables.pop("valid")])
+    tables = split_by_options(pa.table(cols), ctx)
     names = {s: f"{path} ({s} rows)" for s in tables}
     return SourceResult(tables, names, info={"file": path.name, "split": "random", "numeric": "log-binned (BARS)"})
 

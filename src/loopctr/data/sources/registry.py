@@ -292,6 +292,16 @@ def random_split(table: pa.Table, fractions: tuple[float, float, float], seed: i
     return {name: table.take(pa.array(np.sort(idx))) for name, idx in parts.items()}
 
 
+def split_by_options(table: pa.Table, ctx: ReadContext) -> dict[str, pa.Table]:
+    """`random_split` by the options' train_fraction, valid_fraction and seed; with --test-as-valid the valid
+    rows go back into train (test then doubles as validation)."""
+    o = ctx.options
+    tables = random_split(table, (o.train_fraction, o.valid_fraction, 1 - o.train_fraction - o.valid_fraction), o.seed)
+    if ctx.test_as_valid:
+        tables["train"] = pa.concat_tables([tables["train"], tables.pop("valid")])
+    return tables
+
+
 def locate_csv_problem(path: Path, delimiter: str, expected: int, header: bool, numeric: dict[int, str] | None = None,
                        first_line: int = 1) -> UserError:
     """Slow line-by-line scan (error path only): the first line with a wrong column count or a non-number."""
