@@ -82,3 +82,10 @@ def test_dataset_defaults_sit_between_model_defaults_and_overrides():
     defaults = {"model.embedding_dim": 32, "train.batch_size": 8192}
     run = build_run_config("din", overrides=["batch_size=256"], dataset_defaults=defaults)
     assert run.model.embedding_dim == 32 and run.train.batch_size == 256
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    run = build_run_config(None, path)
+    assert run.model_name in path.name
