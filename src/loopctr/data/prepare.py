@@ -77,10 +77,13 @@ def _raw_tokens(table: pa.Table, schema: Schema, source_name) -> dict:
     return out
 
 
-def transform_split(table, raw, schema, vocabs, numeric_stats) -> dict[str, np.ndarray]:
-    cols: dict[str, np.ndarray] = {LABEL: table.column(schema.label).to_numpy().astype(np.float32)}
-    if schema.group:
-        cols[GROUP] = pc.dictionary_encode(table.column(schema.group).combine_chunks().cast(pa.string())).indices.to_numpy().astype(np.int64)
+def encode_features(table: pa.Table, schema: Schema, vocabs, numeric_stats, raw: dict | None = None,
+                    source_name="<table>") -> dict[str, np.ndarray]:
+    """The feature columns of raw values -> model inputs: ids through the fitted vocabularies (OOV = 1),
+    sequences truncated to their newest max_len events (flat ids + offsets), numerics normalised.
+    `raw` (from `_raw_tokens`) saves splitting the sequences again when the caller already has them."""
+    raw = raw if raw is not None else _raw_tokens(table, schema, source_name)
+    cols: dict[str, np.ndarray] = {}
     for f in schema.fields:
         if f.type == "numeric":
             x = table.column(f.name).to_numpy().astype(np.float64)
@@ -92,6 +95,15 @@ def transform_split(table, raw, schema, vocabs, numeric_stats) -> dict[str, np.n
             cols[f.name] = ids
         else:
             cols[f.name], cols[f.name + ".offsets"] = truncate_ragged(ids, lengths, f.max_len)
+    return cols
+
+
+def transform_split(table, raw, schema, vocabs, numeric_stats) -> dict[str, np.ndarray]:
+    """A whole split: the encoded features plus the label and the group codes (for gAUC)."""
+    cols: dict[str, np.ndarray] = {LABEL: table.column(schema.label).to_numpy().astype(np.float32)}
+    if schema.group:
+        cols[GROUP] = pc.dictionary_encode(table.column(schema.group).combine_chunks().cast(pa.string())).indices.to_numpy().astype(np.int64)
+    cols.update(encode_features(table, schema, vocabs, numeric_stats, raw))
     return cols
 
 

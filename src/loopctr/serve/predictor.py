@@ -18,7 +18,7 @@ import yaml
 
 from loopctr.data.dataset import ArraySplit
 from loopctr.data.loader import BatchLoader
-from loopctr.data.prepare import _raw_tokens, transform_split
+from loopctr.data.prepare import LABEL, encode_features
 from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
 from loopctr.models import build_model
@@ -126,13 +126,10 @@ class Predictor:
                 arrays[f.name] = pa.array(columns[f.name], type=pa.list_(pa.string()))
             else:
                 arrays[f.name] = pa.array(columns[f.name], type=pa.string())
-        arrays[self.schema.label] = pa.array(np.zeros(n))
-        table = pa.table(arrays)
-        schema = self.schema.__class__(**{**self.schema.__dict__, "group": None})
-        encoded = transform_split(table, _raw_tokens(table, schema, "<request>"), schema, self.vocabs,
-                                  self.meta.get("numeric_stats", {}))
-        split = ArraySplit(encoded, schema)
-        return BatchLoader(split, n, self.run.data).gather(np.arange(n))
+        encoded = encode_features(pa.table(arrays), self.schema, self.vocabs, self.meta.get("numeric_stats", {}),
+                                  source_name="<request>")
+        encoded[LABEL] = np.zeros(n, dtype=np.float32)  # the loader's batches carry a label; requests have none
+        return BatchLoader(ArraySplit(encoded, self.schema), n, self.run.data).gather(np.arange(n))
 
     @torch.no_grad()
     def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
