@@ -34,18 +34,7 @@ def cmd_prepare(args):
 def cmd_train(args):
     from loopctr.train.trainer import train
 
-    if args.data is None and not args.resume:
-        raise UserError("--data is required (a directory made by `loopctr prepare`)")
-    data = args.data
-    if data is None:
-        import yaml
-        from pathlib import Path
-
-        config = Path(args.out) / "config.yaml"
-        data = yaml.safe_load(config.read_text()).get("data_dir") if config.is_file() else None
-        if data is None:
-            raise UserError(f"{args.out}: nothing to resume (no config.yaml)")
-    report = train(data, args.out, args.model, args.config, args.overrides, resume=args.resume)
+    report = train(args.data, args.out, args.model, args.config, args.overrides, resume=args.resume)
     print(_table([report], ["model", "auc", "gauc", "logloss", "ne", "best_epoch", "train_samples_per_s"]))
 
 

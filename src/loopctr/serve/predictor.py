@@ -14,16 +14,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-import yaml
 
 from loopctr.data.dataset import ArraySplit
 from loopctr.data.loader import BatchLoader
 from loopctr.data.prepare import LABEL, encode_features
 from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
-from loopctr.models import build_model
 from loopctr.train import checkpoint as ckpt
-from loopctr.train.config import build_run_config
+from loopctr.train.config import load_run_config
 
 
 class BadRequest(ValueError):
@@ -40,16 +38,11 @@ def load_run(run_dir):
     for name in ("config.yaml", "schema.json", "vocab", ckpt.BEST):
         if not (run_dir / name).exists():
             raise UserError(f"{run_dir}: not a finished run directory (no {name})")
-    base = yaml.safe_load((run_dir / "config.yaml").read_text())
-    base.pop("data_dir", None)
-    run = build_run_config(None, base=base)
+    run, _ = load_run_config(run_dir)
     meta = json.loads((run_dir / "schema.json").read_text())
     vocabs = {name: json.loads((run_dir / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
-    state = ckpt.load(run_dir / ckpt.BEST, meta["fingerprint"])
-    schema = schema_from_dict(meta["schema"])
-    model = build_model(run.model_name, schema, meta["vocab_sizes"], run.model)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model, _ = ckpt.load_best_model(run_dir, run, schema_from_dict(meta["schema"]), meta["vocab_sizes"],
+                                    meta["fingerprint"])
     return run, meta, vocabs, model
 
 

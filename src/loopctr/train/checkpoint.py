@@ -68,3 +68,13 @@ def load(path: Path, expected_fingerprint: str | None = None) -> dict:
             "use the prepared dataset the run was trained on"
         )
     return ckpt
+
+
+def load_best_model(run_dir, run, schema, vocab_sizes: dict, fingerprint: str):
+    """The model of a run config with the run's best weights, in eval mode; and the best.pt state."""
+    from loopctr.models import build_model
+
+    state = load(Path(run_dir) / BEST, fingerprint)
+    model = build_model(run.model_name, schema, vocab_sizes, run.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), state

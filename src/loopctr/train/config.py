@@ -104,3 +104,17 @@ def build_run_config(model_name: str | None, config_file=None, overrides: list[s
     values.update(dict(parse_override(o, "override") for o in overrides))
     set_values(run, {k: v for k, v in values.items() if k != "model_name"}, where="config")
     return run
+
+
+def load_run_config(run_dir, what: str = "not a run directory") -> tuple[RunConfig, str | None]:
+    """A run directory's saved config, and the prepared dataset it was trained on (None if not recorded)."""
+    from pathlib import Path
+
+    import yaml
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir}: {what} (no config.yaml)")
+    base = yaml.safe_load(saved.read_text())
+    data_dir = base.pop("data_dir", None)
+    return build_run_config(None, base=base), data_dir

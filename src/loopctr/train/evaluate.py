@@ -110,26 +110,15 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
     import json
     from pathlib import Path
 
-    import yaml
-
     from loopctr.data.dataset import PreparedDataset
-    from loopctr.errors import UserError
-    from loopctr.models import build_model
-    from loopctr.train import checkpoint as ckpt
-    from loopctr.train.config import build_run_config
+    from loopctr.train.checkpoint import load_best_model
+    from loopctr.train.config import load_run_config
     from loopctr.train.distributed import DistEnv
 
     run_dir = Path(run_dir)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise UserError(f"{run_dir}: not a run directory (no config.yaml)")
-    base = yaml.safe_load(saved.read_text())
-    data = PreparedDataset(data_dir or base.pop("data_dir", None) or "")
-    base.pop("data_dir", None)
-    run = build_run_config(None, base=base)
-    state = ckpt.load(run_dir / ckpt.BEST, data.fingerprint)
-    model = build_model(run.model_name, data.schema, data.vocab_sizes, run.model)
-    model.load_state_dict(state["model"])
+    run, saved_data = load_run_config(run_dir)
+    data = PreparedDataset(data_dir or saved_data or "")
+    model, state = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint)
     depth_list = resolve_depths(depths, model.trained_depths())
     if depth_list is not None:
         model.set_eval_depths(depth_list[-1])

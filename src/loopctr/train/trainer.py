@@ -26,7 +26,7 @@ from loopctr.errors import UserError
 from loopctr.models import build_model
 from loopctr.train import checkpoint as ckpt
 from loopctr.train import distributed
-from loopctr.train.config import RunConfig, build_run_config, monitor_terms
+from loopctr.train.config import RunConfig, build_run_config, load_run_config, monitor_terms
 from loopctr.train.evaluate import autocast, predict, split_metrics, to_device
 
 
@@ -318,18 +318,19 @@ class Trainer:
 
 def train(data_dir, out_dir, model_name: str | None = None, config_file=None, overrides=(), resume: bool = False,
           log=print) -> dict:
-    """Train a model on a prepared dataset into a run directory; returns the final report (metrics.json)."""
+    """Train a model on a prepared dataset into a run directory; returns the final report (metrics.json).
+    With `resume`, the run continues with its saved config, on its recorded dataset unless `data_dir` is given."""
     out_dir = Path(out_dir)
     if resume:
         if overrides or config_file:
             raise UserError("--resume continues a run with its saved config; drop the overrides and --config")
-        saved = out_dir / "config.yaml"
-        if not saved.is_file():
-            raise UserError(f"{out_dir}: nothing to resume (no config.yaml)")
-        base = yaml.safe_load(saved.read_text())
-        base.pop("data_dir", None)
-        run = build_run_config(model_name, base=base)
+        run, saved_data = load_run_config(out_dir, "nothing to resume")
+        data_dir = data_dir or saved_data
+        if model_name and model_name != run.model_name:
+            raise UserError(f"{out_dir}: the run trains '{run.model_name}', not '{model_name}'")
     else:
+        if data_dir is None:
+            raise UserError("--data is required (a directory made by `loopctr prepare`)")
         defaults = PreparedDataset(data_dir).meta.get("defaults", {})
         run = build_run_config(model_name, config_file, list(overrides), dataset_defaults=defaults)
     trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
