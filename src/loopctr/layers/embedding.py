@@ -48,6 +48,12 @@ class FeatureEmbedding(nn.Module):
                 out[f.name] = self.tables[f.vocab](batch[f.name])
         return out
 
+    def pooled(self, batch: dict[str, torch.Tensor], fields: list[str] | None = None) -> list[torch.Tensor]:
+        """Each field's (B, d) vector in schema order (only `fields`, if given); sequences mean-pooled over
+        their real events."""
+        emb = self(batch, fields)
+        return [masked_mean(v, batch[name] != 0) if v.dim() == 3 else v for name, v in emb.items()]
+
 
 def masked_mean(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the valid positions of (B, L, d); zeros for an empty sequence."""

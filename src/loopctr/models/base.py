@@ -111,7 +111,3 @@ class CTRModel(nn.Module):
         while `logits` stays at the model's inference depth. Models without depths refuse."""
         if depths is not None:
             raise UserError(f"model '{getattr(self, 'name', type(self).__name__)}' has no depths to evaluate")
-
-    # helpers for models -------------------------------------------------------------------------------
-    def sequence_mask(self, batch, field: str) -> torch.Tensor:
-        return batch[field] != 0

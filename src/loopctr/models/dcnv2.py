@@ -20,7 +20,6 @@ from loopctr.layers.interaction import CrossNetMix, CrossNetV2
 from loopctr.layers.mlp import MLP
 from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
-from loopctr.models.dnn import pooled_fields
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
@@ -68,7 +67,7 @@ class DCNv2(CTRModel):
         self.fc = nn.Linear(final, 1)
 
     def forward(self, batch):
-        x0 = torch.cat(pooled_fields(self, batch), dim=-1)
+        x0 = torch.cat(self.embedding.pooled(batch), dim=-1)
         cross = self.crossnet(x0)
         structure = self.config.model_structure
         if structure == "crossnet_only":

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from loopctr.errors import UserError
 from loopctr.layers.attention import DINAttention
 from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
+from loopctr.models.target_sequence import require_pairs, target_and_history
 
 
 @dataclass
@@ -34,24 +34,17 @@ class DIN(CTRModel):
 
     def __init__(self, schema, vocab_sizes, config: DINConfig):
         super().__init__(schema, vocab_sizes, config)
-        pairs = schema.sequence_targets()
-        if not pairs:
-            raise UserError(f"DIN needs a sequence field that shares a vocabulary with a target field; "
-                            f"dataset '{schema.name}' has none")
-        self.targets = [t for t, _ in pairs]
-        self.sequences = [s for _, s in pairs]
+        self.pairs = require_pairs(schema, "DIN")
         d = config.embedding_dim
-        self.attention = DINAttention(d * len(pairs), config.attention_hidden_units, config.attention_activation,
+        self.attention = DINAttention(d * len(self.pairs), config.attention_hidden_units, config.attention_activation,
                                       config.attention_dropout, config.use_softmax)
         self.mlp = self.mlp_head(d * len(schema.fields))
 
     def forward(self, batch):
         emb = self.embedding(batch)
-        target = torch.cat([emb[t] for t in self.targets], dim=-1)
-        history = torch.cat([emb[s] for s in self.sequences], dim=-1)
-        mask = self.sequence_mask(batch, self.sequences[0])
+        target, history, mask = target_and_history(self.schema, emb, batch, self.pairs)
         attend = self.attention.forward_reference if self.config.reference_attention else self.attention
         pooled = attend(target, history, mask).split(self.config.embedding_dim, dim=-1)
-        emb.update(zip(self.sequences, pooled))
+        emb.update(zip((s for _, s in self.pairs), pooled))
         x = torch.cat([emb[f.name] for f in self.schema.fields], dim=-1)
         return {"logits": self.mlp(x).squeeze(-1)}

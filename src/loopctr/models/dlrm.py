@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from loopctr.errors import UserError
-from loopctr.layers.embedding import masked_mean
 from loopctr.layers.interaction import dot_interaction
 from loopctr.layers.mlp import MLP, activation
 from loopctr.models import register
@@ -80,9 +79,7 @@ class DLRM(CTRModel):
                     table.weight[0].zero_()
 
     def forward(self, batch):
-        emb = self.embedding(batch, fields=self.sparse)
-        vectors = [masked_mean(emb[f], self.sequence_mask(batch, f)) if emb[f].dim() == 3 else emb[f]
-                   for f in self.sparse]
+        vectors = self.embedding.pooled(batch, self.sparse)
         dense = None
         if self.bottom is not None:
             dense = self.bottom(torch.stack([batch[f].float() for f in self.numeric], dim=-1))

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from loopctr.layers.embedding import masked_mean
 from loopctr.layers.mlp import MLP
 from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
@@ -20,13 +19,6 @@ class DNNConfig(ModelConfig):
     batch_norm: bool = True
 
 
-def pooled_fields(model: CTRModel, batch) -> list[torch.Tensor]:
-    """Each field's (B, d) vector in schema order; sequences mean-pooled over valid events."""
-    emb = model.embedding(batch)
-    return [masked_mean(emb[f.name], model.sequence_mask(batch, f.name)) if f.type == "sequence" else emb[f.name]
-            for f in model.schema.fields]
-
-
 @register("dnn")
 class DNN(CTRModel):
     config_class = DNNConfig
@@ -37,4 +29,4 @@ class DNN(CTRModel):
         self.mlp = MLP(d, config.hidden_units, config.activation, config.dropout, config.batch_norm, output_dim=1)
 
     def forward(self, batch):
-        return {"logits": self.mlp(torch.cat(pooled_fields(self, batch), dim=-1)).squeeze(-1)}
+        return {"logits": self.mlp(torch.cat(self.embedding.pooled(batch), dim=-1)).squeeze(-1)}

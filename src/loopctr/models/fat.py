@@ -28,7 +28,6 @@ from loopctr.layers.mlp import MLP
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
-from loopctr.models.dnn import pooled_fields
 
 
 @dataclass
@@ -92,5 +91,5 @@ class FAT(CTRModel):
         self.head = self.mlp_head(n * d)
 
     def forward(self, batch):
-        x = self.blocks(torch.stack(pooled_fields(self, batch), dim=1))
+        x = self.blocks(torch.stack(self.embedding.pooled(batch), dim=1))
         return {"logits": self.head(x.flatten(1)).squeeze(-1)}

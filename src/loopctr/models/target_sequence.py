@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from loopctr.errors import UserError
-from loopctr.layers.embedding import masked_mean
 
 MIN_CHUNK_ROWS = 32
 
@@ -52,8 +51,7 @@ def context_vectors(model, batch: dict, pairs) -> list[torch.Tensor]:
     sequence fields without a target mean-pooled. The read-out heads concatenate them with the model output."""
     paired = {s for _, s in pairs}
     names = [f.name for f in model.schema.fields if f.name not in paired]
-    emb = model.embedding(batch, fields=names)
-    return [masked_mean(emb[f], batch[f] != 0) if emb[f].dim() == 3 else emb[f] for f in names]
+    return model.embedding.pooled(batch, names)
 
 
 def max_events(schema) -> int:

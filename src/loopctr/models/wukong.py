@@ -24,7 +24,6 @@ from loopctr.errors import UserError
 from loopctr.layers.interaction import WukongLayer
 from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
-from loopctr.models.dnn import pooled_fields
 
 
 @dataclass
@@ -59,5 +58,5 @@ class Wukong(CTRModel):
         self.head = self.mlp_head(num_in * d)
 
     def forward(self, batch):
-        x = self.layers(torch.stack(pooled_fields(self, batch), dim=1))
+        x = self.layers(torch.stack(self.embedding.pooled(batch), dim=1))
         return {"logits": self.head(x.flatten(1)).squeeze(-1)}
