@@ -1,6 +1,8 @@
 """Benchmark any list of models on a prepared dataset, with a fixed budget and seeds.
 
     python benchmarks/bench.py --models dnn,din,dcnv2 --data DIR --seeds 1,2,3 --out DIR [--epochs N] [key=value ...]
+    python benchmarks/bench.py --models "loopctr(1/1)=loopctr,loopctr(1/3)=loopctr" ... \
+        "loopctr(1/1):train_loops=1" "loopctr(1/3):train_loops=3"   # named variants of one model
     python benchmarks/bench.py --results DIR/results.jsonl            # print the leaderboard only
 
 Each (model, seed) trains into OUT/<dataset>/<model>-s<seed> (a finished run is not trained again; an
@@ -8,7 +10,9 @@ unfinished one is started over) and appends one JSON row to the results file (de
 The leaderboard is a markdown table per dataset: mean ± std of test AUC over seeds, gAUC, logloss, dense and
 embedding parameters, training and evaluation samples/s, sorted by mean test AUC. `key=value` settings go to
 every run (e.g. threads=1 max_len=100), `MODEL:key=value` settings to that model's runs only (e.g.
-dcnv2:num_cross_layers=3); `--epochs` is the budget (early stopping may end a run sooner).
+dcnv2:num_cross_layers=3); `--epochs` is the budget (early stopping may end a run sooner). A model entry
+`LABEL=MODEL` is a named variant: it trains MODEL, is reported (and takes `LABEL:key=value` settings) as LABEL,
+so several settings of one model share a leaderboard.
 """
 
 from __future__ import annotations
@@ -44,19 +48,21 @@ def run_bench(models: list[str], data, seeds: list[int], out, overrides: list[st
     label = dataset_label(data)
     budget = [f"epochs={epochs}"] if epochs else []
     rows = []
-    for model in models:
+    variants = [parse_variant(m) for m in models]
+    labels = [name for name, _ in variants]
+    for model, architecture in variants:
         for seed in seeds:
-            run_dir = out / label.split(":")[-1] / f"{model}-s{seed}"
+            run_dir = out / label.split(":")[-1] / f"{run_name(model)}-s{seed}"
             if (run_dir / "metrics.json").is_file():
                 log(f"{run_dir}: finished earlier; not trained again")
                 continue
             if run_dir.exists():
                 shutil.rmtree(run_dir)  # an interrupted run of this bench: start it over
-            settings = [*model_settings(overrides, model, models), *budget, f"seed={seed}"]
+            settings = [*model_settings(overrides, model, labels), *budget, f"seed={seed}"]
             log(f"== {model} seed {seed} on {label}: {' '.join(settings)}")
             started = time.time()
-            report = train(data, run_dir, model, overrides=settings, log=log)
-            row = {"dataset": label, "model": model, "seed": seed, "settings": settings,
+            report = train(data, run_dir, architecture, overrides=settings, log=log)
+            row = {"dataset": label, "model": model, "architecture": architecture, "seed": seed, "settings": settings,
                    **{k: report.get(k) for k in COLUMNS}, "valid_auc": report.get("valid", {}).get("auc"),
                    "run_dir": str(run_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
                    "wall_seconds": round(time.time() - started, 1), "host": platform.node(),
@@ -66,6 +72,17 @@ def run_bench(models: list[str], data, seeds: list[int], out, overrides: list[st
                 fh.write(json.dumps(row) + "\n")
             rows.append(row)
     return rows
+
+
+def parse_variant(entry: str) -> tuple[str, str]:
+    """"LABEL=MODEL" -> (LABEL, MODEL); a plain "MODEL" is its own label."""
+    label, _, architecture = entry.partition("=")
+    return (label, architecture) if architecture else (label, label)
+
+
+def run_name(label: str) -> str:
+    """A directory name for a label such as "loopctr(1/3)": "loopctr-1-3"."""
+    return "-".join(p for p in "".join(c if c.isalnum() or c in "._-" else " " for c in label).split())
 
 
 def model_settings(overrides, model: str, models: list[str]) -> list[str]:

@@ -1,16 +1,18 @@
 """Load benchmark of `loopctr serve`: throughput and p50/p99 latency by request batch size.
 
 The server runs in its own process on 127.0.0.1; this process is the client, with a bounded number of
-requests and a time cap per case. Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty test split).
+requests and a time cap per case. Each client thread keeps one HTTP/1.1 connection open (as a production
+client would). Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty test split).
 
     python benchmarks/serve_load.py --run RUN [--run RUN2 ...] --csv path/test.csv [--depths 1,3]
-        [--batch-sizes 1,32,512] [--concurrency 4] [--requests 200] [--seconds 20]
+        [--batch-sizes 1,32,512] [--concurrency 4] [--requests 200] [--seconds 20] [--max-wait-ms 0] [--server-threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import http.client
 import json
 import subprocess
 import sys
@@ -22,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 
-def start_server(run: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "loopctr.cli.main", "serve", "--run", run, "--port", "0"],
+def start_server(run: str, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "loopctr.cli.main", "serve", "--run", run, "--port", "0",
+                             "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = proc.stdout.readline()
     if "http://" not in line:
@@ -32,32 +35,36 @@ def start_server(run: str) -> tuple[subprocess.Popen, str]:
     return proc, line.split("http://")[1].split()[0]
 
 
-def post(url: str, body: bytes) -> float:
+def post(conn: http.client.HTTPConnection, body: bytes) -> float:
     start = time.perf_counter()
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        resp.read()
-        if resp.status != 200:
-            raise RuntimeError(resp.status)
+    conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 200:
+        raise RuntimeError(resp.status)
     return time.perf_counter() - start
 
 
-def load(url: str, rows: list[dict], batch: int, depth, concurrency: int, requests: int, seconds: float) -> dict:
+def load(address: str, rows: list[dict], batch: int, depth, concurrency: int, requests: int, seconds: float) -> dict:
     bodies = []
     for i in range(16):
         chunk = [rows[(i * batch + j) % len(rows)] for j in range(batch)]
         bodies.append(json.dumps({"rows": chunk, **({"depth": depth} if depth else {})}).encode())
-    post(url, bodies[0])  # warm-up
+    host, port = address.rsplit(":", 1)
+    connect = lambda: http.client.HTTPConnection(host, int(port), timeout=60)  # noqa: E731
+    post(connect(), bodies[0])  # warm-up
     latencies, lock, stop_at = [], threading.Lock(), time.perf_counter() + seconds
     counter = iter(range(requests))
 
     def worker():
+        conn = connect()
         for i in counter:
             if time.perf_counter() > stop_at:
-                return
-            t = post(url, bodies[i % len(bodies)])
+                break
+            t = post(conn, bodies[i % len(bodies)])
             with lock:
                 latencies.append(t)
+        conn.close()
 
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
@@ -78,18 +85,20 @@ def main():
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batching wait")
+    p.add_argument("--server-threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
     args = p.parse_args()
     with open(args.csv, newline="") as fh:
         rows = [r for _, r in zip(range(5000), csv.DictReader(fh))]
     print("| run | depth | batch | requests | rows/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
     for run in args.run:
-        proc, address = start_server(run)
+        proc, address = start_server(run, args.max_wait_ms, args.server_threads)
         try:
             meta = json.loads(urllib.request.urlopen(f"http://{address}/metadata").read())
             depths = [int(d) for d in args.depths.split(",") if d] if meta["depths"] else [None]
             for depth in depths:
                 for batch in (int(b) for b in args.batch_sizes.split(",")):
-                    r = load(f"http://{address}/predict", rows, batch, depth, args.concurrency, args.requests,
+                    r = load(address, rows, batch, depth, args.concurrency, args.requests,
                              args.seconds)
                     print(f"| {meta['model']} ({Path(run).name}) | {depth or '-'} | {batch} | {r['requests']} | "
                           f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |", flush=True)

@@ -351,6 +351,19 @@ def test_bench_runs_models_over_seeds_and_prints_a_leaderboard(tiny_data, tmp_pa
     assert "test AUC" in capsys.readouterr().out
 
 
+def test_bench_named_variants_of_one_model(tiny_data, tmp_path):
+    bench = load_script("bench")
+    settings = [*FAST[1:], "dnn:hidden_units=[16]", "wide:hidden_units=[32]"]
+    quiet = lambda *a: None  # noqa: E731
+    rows = bench.run_bench(["dnn", "wide=dnn"], tiny_data, [1], tmp_path / "out", settings, epochs=1, log=quiet)
+    assert [(r["model"], r["architecture"]) for r in rows] == [("dnn", "dnn"), ("wide", "dnn")]
+    # each variant got its own settings, visible in its parameter count
+    assert rows[0]["params_dense"] < rows[1]["params_dense"]
+    assert bench.run_name("loopctr(1/3)") == "loopctr-1-3"
+    table = bench.leaderboard(bench.load_results(tmp_path / "out" / "results.jsonl"))
+    assert "| wide | 1 |" in table and "| dnn | 1 |" in table
+
+
 def test_fuxictr_parity_arguments(tmp_path, monkeypatch):
     parity = load_script("fuxictr_parity")
     split = tmp_path / "split"

@@ -5,7 +5,7 @@ import pytest
 
 from helpers import X1_HEADER, X1_TRAIN, write_x1
 from loopctr.data.dataset import PreparedDataset
-from loopctr.data.prepare import OOV, prepare_dataset, truncate_ragged
+from loopctr.data.prepare import OOV, TokenIndex, _encode, prepare_dataset, truncate_ragged
 from loopctr.errors import UserError
 
 X1 = "amazon-electronics-x1"
@@ -43,6 +43,19 @@ def test_truncate_ragged_keeps_last_events():
     flat, offsets = truncate_ragged(ids, np.array([5, 0, 2]), max_len=3)
     assert offsets.tolist() == [0, 3, 3, 5]
     assert flat.tolist() == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("n", [7, TokenIndex.SMALL + 5])
+def test_token_index_encodes_like_the_vectorised_path(n):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    vocab = [f"t{i}" for i in range(50)]
+    tokens = pa.array([f"t{i}" for i in rng.integers(0, 80, size=n)], type=pa.string())  # about 40% unseen
+    expected = _encode(tokens, pa.array(vocab, type=pa.string()))
+    got = TokenIndex(vocab).encode(tokens)
+    assert got.dtype == np.int32 and np.array_equal(got, expected)
+    assert (expected == OOV).any() and (expected >= 2).any()
 
 
 def test_prepare_is_cached_and_atomic(tmp_path):

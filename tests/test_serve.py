@@ -130,6 +130,24 @@ def test_concurrent_requests_are_micro_batched(server, din_run, tiny_data):
     assert "loopctr_predict_latency_seconds_bucket" in metrics and "loopctr_batch_rows_count" in metrics
 
 
+def test_kept_alive_connection_serves_good_bad_and_good_requests(server, din_run, tiny_data):
+    import http.client
+
+    host, port = server.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    rows = raw_rows(tiny_data, n=3)
+    answers = []
+    for body in ({"rows": rows}, {"rows": []}, {"rows": rows[:1]}):
+        conn.request("POST", "/predict", body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        answers.append((resp.status, json.loads(resp.read())))
+    conn.close()
+    assert [code for code, _ in answers] == [200, 400, 200]
+    expected = Predictor(din_run).predict(rows)
+    np.testing.assert_allclose(answers[0][1]["predictions"], expected, rtol=1e-6)
+    np.testing.assert_allclose(answers[2][1]["predictions"], expected[:1], rtol=1e-6)
+
+
 def test_unknown_endpoint(server):
     assert _request(server + "/nope")[0] == 404
 
@@ -190,6 +208,20 @@ def test_depth_knob_equals_per_depth_evaluation(loop_run, tiny_data):
     for bad in (0, 4, "2", True):
         with pytest.raises(BadRequest, match="depth"):
             predictor.predict(rows, bad)
+
+
+def test_depth_speed_benchmark_times_every_depth(loop_run):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "depth_speed.py"
+    spec = importlib.util.spec_from_file_location("depth_speed", path)
+    depth_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(depth_speed)
+    model, batches, seen = depth_speed.load_batches(loop_run, "test", 64, 100)
+    assert seen >= 100 and len(batches) == -(-seen // 64)
+    speeds = [depth_speed.samples_per_s(model, batches, seen, d, repeats=1) for d in (1, 3)]
+    assert all(s > 0 for s in speeds)
 
 
 def test_export_at_a_depth_matches_eager(loop_run, tiny_data):

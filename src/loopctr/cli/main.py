@@ -56,6 +56,10 @@ def cmd_evaluate(args):
 def cmd_serve(args):
     from loopctr.serve.server import ServeConfig, serve
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     serve(args.run, ServeConfig(host=args.host, port=args.port, max_wait_ms=args.max_wait_ms,
                                 max_request_rows=args.max_request_rows))
 
@@ -113,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    s.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batching window")
+    s.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long the micro-batcher waits for more requests (0: batches what is already queued)")
     s.add_argument("--max-request-rows", type=int, default=4096)
+    s.add_argument("--threads", type=int, default=0, help="torch intra-op threads for scoring (0: torch's default)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("export", help="write a self-contained TorchScript or ONNX artifact of a run")

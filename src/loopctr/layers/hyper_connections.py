@@ -42,13 +42,25 @@ RES_OFFDIAG_LOGIT = -4.0
 
 
 def _axis_sum(m: torch.Tensor, axis: int) -> torch.Tensor:
-    """Sum of a (n, n, T) tensor over axis 0 or 1, keeping it; by slice additions (fast for small n on CPU)."""
+    """Sum of a (n, n, T) tensor over axis 0 or 1, keeping it; by slice additions when that is faster on CPU
+    (small n, many tokens), else by one reduction (few tokens, as when serving: fewer ops to dispatch)."""
     n = m.shape[axis]
-    if n > 8:
+    if n > 8 or m.shape[-1] < 2048:
         return m.sum(axis, keepdim=True)
     out = m.narrow(axis, 0, 1)
     for j in range(1, n):
         out = out + m.narrow(axis, j, 1)
+    return out
+
+
+def _mix_streams(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """weights (..., m, n), x (..., n, d) -> (..., m, d): sum_j weights[..., i, j] * x[..., j, :].
+
+    Unrolled over the n streams: about twice as fast on CPU as a (..., m, n, d) broadcast or a batched matmul
+    of tiny matrices, forward and backward."""
+    out = weights[..., 0:1] * x[..., 0:1, :]
+    for j in range(1, x.shape[-2]):
+        out = out + weights[..., j:j + 1] * x[..., j:j + 1, :]
     return out
 
 
@@ -212,10 +224,10 @@ class HyperConnection(nn.Module):
         """x (..., n, d) streams; `branch` maps the mixed input (..., d) to the branch output at the query tokens
         (see `select_tokens`); returns the new streams at the query tokens."""
         pre, post, res = self.coefficients(x)
-        y = branch((pre.unsqueeze(-1) * x).sum(-2))
+        y = branch(_mix_streams(pre.unsqueeze(-2), x).squeeze(-2))
         if query is not None:
             x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
-        return (res.unsqueeze(-1) * x.unsqueeze(-3)).sum(-2) + post.unsqueeze(-1) * y.unsqueeze(-2)
+        return _mix_streams(res, x) + post.unsqueeze(-1) * y.unsqueeze(-2)
 
 
 def residual_site(mode: HCMode, dim: int, n_streams: int = 4, index: int = 0, **kwargs) -> nn.Module:

@@ -43,7 +43,7 @@ def example_batch(predictor: Predictor, rows: int = 8) -> dict[str, torch.Tensor
         if f.type == "numeric":
             columns[f.name] = rng.normal(size=rows).tolist()
             continue
-        tokens = predictor.vocabs[f.vocab].to_pylist() or ["<none>"]
+        tokens = list(predictor.vocabs[f.vocab].ids) or ["<none>"]
         pick = lambda: tokens[int(rng.integers(len(tokens)))]  # noqa: E731
         if f.type == "categorical":
             columns[f.name] = [pick() for _ in range(rows)]

@@ -17,7 +17,7 @@ import torch
 
 from loopctr.data.dataset import ArraySplit
 from loopctr.data.loader import BatchLoader
-from loopctr.data.prepare import LABEL, encode_features
+from loopctr.data.prepare import LABEL, TokenIndex, encode_features
 from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
 from loopctr.train import checkpoint as ckpt
@@ -56,7 +56,7 @@ class Predictor:
         self.run_dir = Path(run_dir)
         self.run, self.meta, vocabs, self.model = load_run(run_dir)
         self.schema = schema_from_dict(self.meta["schema"])
-        self.vocabs = {name: pa.array(tokens, type=pa.string()) for name, tokens in vocabs.items()}
+        self.vocabs = {name: TokenIndex(tokens) for name, tokens in vocabs.items()}
         self.max_rows = max_rows
         self.max_depth = model_depths(self.model)
 

@@ -2,8 +2,10 @@
 
 Standard library only (ThreadingHTTPServer): the model is the bottleneck, and a dependency-free server is
 one thing less to install and secure. Concurrent requests are micro-batched: a batching thread takes the
-first waiting request, gathers others for at most `max_wait_ms` (up to `max_batch_rows` rows), runs one
-forward pass per requested depth and hands each request its slice.
+first waiting request with every other one already queued (up to `max_batch_rows` rows), optionally waits
+`max_wait_ms` for more, runs one forward pass per requested depth and hands each request its slice. The
+default wait is 0: requests that arrive while a batch is being scored queue up and form the next batch by
+themselves, so waiting only adds latency to a server that is idle anyway.
 
     POST /predict  {"rows": [{field: raw value, ...}, ...], "depth": optional int}  -> {"predictions": [...]}
     GET  /health   GET /metadata   GET /metrics (Prometheus text format)
@@ -26,7 +28,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (printed at start)
     max_batch_rows: int = 8192  # rows in one micro-batch
-    max_wait_ms: float = 2.0  # how long the batcher waits for more requests
+    max_wait_ms: float = 0.0  # how long the batcher waits for more requests (0: takes what is queued)
     max_request_rows: int = 4096
     max_body_bytes: int = 16 << 20
     request_timeout_s: float = 30.0
@@ -144,6 +146,9 @@ class MicroBatcher:
 def make_handler(predictor: Predictor, batcher: MicroBatcher, metrics: Metrics, config: ServeConfig):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # keep-alive clients: without TCP_NODELAY the headers-then-body writes of a response meet the client's
+        # delayed ACK and every request on a kept-alive connection stalls about 40 ms
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):  # metrics, not access logs
             pass

@@ -1,0 +1,75 @@
+"""Inference speed of a looped model at each depth: samples/s of the forward pass over a split.
+
+Each depth is a separate pass over the same batches (the model computes exactly `depth` passes of its loop
+block), best of `--repeats`, after one warm-up pass; batches are assembled once, beforehand, so only the model
+is timed. Prints one markdown row per (run, depth), with the ratio to the run's depth-1 speed.
+
+    python benchmarks/depth_speed.py --run RUN [--run RUN2 ...] [--depths 1,2,3] [--split test]
+        [--batch-size 1024] [--rows 20000] [--threads 1] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+
+def load_batches(run_dir, split: str, batch_size: int, rows: int):
+    from loopctr.data.dataset import PreparedDataset
+    from loopctr.data.loader import BatchLoader
+    from loopctr.train.checkpoint import load_best_model
+    from loopctr.train.config import load_run_config
+
+    run, data_dir = load_run_config(run_dir)
+    data = PreparedDataset(data_dir)
+    model, _ = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint)
+    loader = BatchLoader(data.split(split), batch_size, run.data)
+    batches, seen = [], 0
+    for batch in loader.batches():
+        batches.append(batch)
+        seen += len(batch["_label"])
+        if seen >= rows:
+            break
+    return model, batches, seen
+
+
+@torch.no_grad()
+def samples_per_s(model, batches, seen: int, depth: int, repeats: int) -> float:
+    model(batches[0], depth=depth)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for batch in batches:
+            model(batch, depth=depth)
+        best = min(best, time.perf_counter() - start)
+    return seen / best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", action="append", required=True)
+    p.add_argument("--depths", default="1,2,3")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--rows", type=int, default=20000, help="rows of the split to time (from its start)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    depths = [int(d) for d in args.depths.split(",")]
+    print(f"| run | depth | samples/s (batch {args.batch_size}, {args.threads} thread(s)) | vs depth {depths[0]} |\n"
+          "|---|---|---|---|")
+    for run in args.run:
+        model, batches, seen = load_batches(run, args.split, args.batch_size, args.rows)
+        base = None
+        for depth in depths:
+            speed = samples_per_s(model, batches, seen, depth, args.repeats)
+            base = base or speed
+            print(f"| {Path(run).name} | {depth} | {speed:,.0f} | {speed / base:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
