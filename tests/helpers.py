@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 X1_HEADER = "label,user_id,item_id,cate_id,item_history,cate_history"
 
 X1_TRAIN = [
@@ -25,3 +27,25 @@ def write_x1(directory: Path, train=X1_TRAIN, valid=X1_VALID, test=X1_TEST, head
     for name, rows in (("train", train), ("valid", valid), ("test", test)):
         (directory / f"{name}.csv").write_text("\n".join([header, *rows]) + "\n" if header is not None else "\n".join(rows) + "\n")
     return directory
+
+
+def raw_rows(tiny_data, split="test", n=40):
+    """Rows of a prepared split turned back into raw source values (ids -> tokens)."""
+    from loopctr.data.dataset import PreparedDataset
+
+    ds = PreparedDataset(tiny_data)
+    part = ds.split(split)
+    vocabs = ds.vocabularies
+    token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
+    rows = []
+    for r in range(n):
+        row = {}
+        for f in ds.schema.fields:
+            if f.type == "sequence":
+                off = part.column(f.name + ".offsets")
+                ids = np.asarray(part.column(f.name))[off[r]:off[r + 1]]
+                row[f.name] = "^".join(token(f.vocab, int(i)) for i in ids)
+            else:
+                row[f.name] = token(f.vocab, int(part.column(f.name)[r]))
+        rows.append(row)
+    return rows

@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from conftest import shared_data
+from helpers import raw_rows
 from loopctr.cli.main import main
 from loopctr.errors import UserError
 from loopctr.models import build_model, model_class
+from loopctr.serve.predictor import Predictor
 
 SEQUENCE_FREE = ["dcnv2", "dlrm", "wukong", "fat", "onetrans"]
 NEEDS_SEQUENCE = ["bst", "hstu", "mtgr", "suan"]
@@ -71,6 +73,11 @@ def test_trains_one_epoch_through_the_cli(name, tiny_data, tmp_path):
                 "eval_samples_per_s"):
         assert key in report, key
     assert report["params_dense"] > 0 and 0.0 <= report["auc"] <= 1.0 and math.isfinite(report["logloss"])
+    # deployable: a TorchScript export serves the same probabilities as the run
+    assert main(["export", "--run", str(run), "--format", "torchscript"]) == 0
+    rows = raw_rows(tiny_data, n=20)
+    np.testing.assert_allclose(Predictor(run / "export-torchscript").predict(rows), Predictor(run).predict(rows),
+                               rtol=1e-5, atol=1e-6)
 
 
 # -- a dataset without sequences ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import raw_rows
 from loopctr.cli.main import main
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader
@@ -25,26 +26,6 @@ def din_run(tiny_data, tmp_path_factory):
             "threads=1", "embedding_dim=8", "dnn_hidden_units=[16]", "attention_hidden_units=[8]"]
     assert main(args) == 0
     return run
-
-
-def raw_rows(tiny_data, split="test", n=40):
-    """Rows of a prepared split turned back into raw source values (ids -> tokens)."""
-    ds = PreparedDataset(tiny_data)
-    part = ds.split(split)
-    vocabs = ds.vocabularies
-    token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
-    rows = []
-    for r in range(n):
-        row = {}
-        for f in ds.schema.fields:
-            if f.type == "sequence":
-                off = part.column(f.name + ".offsets")
-                ids = np.asarray(part.column(f.name))[off[r]:off[r + 1]]
-                row[f.name] = "^".join(token(f.vocab, int(i)) for i in ids)
-            else:
-                row[f.name] = token(f.vocab, int(part.column(f.name)[r]))
-        rows.append(row)
-    return rows
 
 
 def test_predictor_equals_evaluation(din_run, tiny_data):
@@ -208,6 +189,23 @@ def test_depth_knob_equals_per_depth_evaluation(loop_run, tiny_data):
     for bad in (0, 4, "2", True):
         with pytest.raises(BadRequest, match="depth"):
             predictor.predict(rows, bad)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_export_directory_is_served_at_its_depth(loop_run, tiny_data, tmp_path, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="ONNX serving needs the optional extra: pip install -e .[onnx]")
+    out = tmp_path / f"export-{fmt}"
+    assert main(["export", "--run", str(loop_run), "--format", fmt, "--depth", "2", "--out", str(out)]) == 0
+    rows = raw_rows(tiny_data, n=20)
+    served = Predictor(out)
+    np.testing.assert_allclose(served.predict(rows), Predictor(loop_run).predict(rows, 2), rtol=1e-5, atol=1e-6)
+    assert served.metadata()["export"] == {"format": fmt, "depth": 2} and served.metadata()["depths"] is None
+    from loopctr.serve.predictor import BadRequest
+
+    with pytest.raises(BadRequest, match="exported at depth 2"):
+        served.predict(rows, 2)
+    assert main(["export", "--run", str(out), "--out", str(tmp_path / "again")]) == 2  # not a run
 
 
 def test_depth_speed_benchmark_times_every_depth(loop_run):

@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "'all' (1 .. train_loops + 2) or a list like 1,2,5")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("serve", help="HTTP scoring service over a run (POST /predict)")
-    s.add_argument("--run", required=True)
+    s = sub.add_parser("serve", help="HTTP scoring service over a run or an export (POST /predict)")
+    s.add_argument("--run", required=True, help="a run directory, or an export directory (loopctr export)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     s.add_argument("--max-wait-ms", type=float, default=0.0,

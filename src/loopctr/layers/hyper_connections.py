@@ -33,8 +33,9 @@ from __future__ import annotations
 from typing import Callable, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from loopctr.layers.transformer import rms_norm
 
 HCMode = Literal["none", "hc", "mhc"]
 PRE_LOGIT = 2.0
@@ -205,7 +206,7 @@ class HyperConnection(nn.Module):
         lead = x.shape[:-2]
         if self.dynamic:
             flat = x.reshape(*lead, n * self.dim)
-            dyn = F.rms_norm(flat, (n * self.dim,), eps=self.eps) @ self.phi
+            dyn = rms_norm(flat, eps=self.eps) @ self.phi
             if self.mode == "hc":
                 dyn = torch.tanh(dyn)
             pre = self.b_pre + self.alpha[0] * dyn[..., :n]

@@ -29,6 +29,15 @@ def reset_own_parameters(module: nn.Module) -> None:
             m.reset_own_parameters()
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """RMS norm over the last dimension; spelled out in elementary ops while exporting to ONNX, whose
+    TorchScript-based exporter has no `aten::rms_norm` (the same computation as `F.rms_norm`)."""
+    if torch.onnx.is_in_onnx_export():
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return y if weight is None else y * weight
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm over the last dimension with a learned gain (Zhang & Sennrich, 2019)."""
 
@@ -41,7 +50,7 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class SwiGLU(nn.Module):

@@ -55,6 +55,8 @@ def example_batch(predictor: Predictor, rows: int = 8) -> dict[str, torch.Tensor
 
 def export(run_dir, fmt: str = "torchscript", depth: int | None = None, out=None) -> Path:
     predictor = Predictor(run_dir)
+    if predictor.model is None:
+        raise UserError(f"{run_dir}: an export already; export from the run directory")
     if depth is not None and predictor.max_depth is None:
         raise UserError(f"--depth: model '{predictor.run.model_name}' has no loop depth")
     if depth is not None and not 1 <= depth <= predictor.max_depth:

@@ -1,8 +1,10 @@
-"""Score raw rows (the values of the source files) with a trained run.
+"""Score raw rows (the values of the source files) with a trained run or an export of one.
 
 Rows are validated field by field, then encoded by the very functions `loopctr prepare` uses (same
 vocabularies, OOV index, truncation, numeric normalisation) and batched by the loader's own assembly, so a
-served prediction equals `loopctr evaluate`'s prediction for the same row.
+served prediction equals `loopctr evaluate`'s prediction for the same row. A run directory serves its best
+weights with the loop depth as a per-request knob; an export directory (`loopctr export`) serves its
+TorchScript or ONNX program at the one depth it was exported with.
 """
 
 from __future__ import annotations
@@ -51,14 +53,66 @@ def model_depths(model) -> int | None:
     return model.trained_depths()
 
 
+class ExportedProgram:
+    """An export directory's program as a function batch -> probabilities (torch tensor)."""
+
+    def __init__(self, export_dir: Path, info: dict):
+        self.format, self.depth = info["format"], info.get("depth")
+        if self.format == "torchscript":
+            self.program = torch.jit.load(str(export_dir / "model.pt"))
+        elif self.format == "onnx":
+            try:
+                import onnxruntime
+            except ImportError:
+                raise UserError("serving an ONNX export needs onnxruntime: pip install -e .[onnx]") from None
+            self.program = onnxruntime.InferenceSession(str(export_dir / "model.onnx"),
+                                                        providers=["CPUExecutionProvider"])
+            self.inputs = [i.name for i in self.program.get_inputs()]
+        else:
+            raise UserError(f"{export_dir}/export.json: unknown format '{self.format}'")
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.format == "torchscript":
+            return self.program({k: v for k, v in batch.items() if not k.startswith("_")})
+        (probs,) = self.program.run(None, {name: batch[name].numpy() for name in self.inputs})
+        return torch.from_numpy(probs)
+
+
+def load_export(export_dir):
+    """(run config, schema metadata, vocabularies, program) of an export directory."""
+    export_dir = Path(export_dir)
+    info = json.loads((export_dir / "export.json").read_text())
+    run, _ = load_run_config(export_dir, "not an export directory")
+    meta = json.loads((export_dir / "schema.json").read_text())
+    vocabs = {name: json.loads((export_dir / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
+    return run, meta, vocabs, ExportedProgram(export_dir, info)
+
+
 class Predictor:
     def __init__(self, run_dir, max_rows: int = 4096):
         self.run_dir = Path(run_dir)
-        self.run, self.meta, vocabs, self.model = load_run(run_dir)
+        self.model = self.program = None
+        if (self.run_dir / "export.json").is_file():
+            self.run, self.meta, vocabs, self.program = load_export(run_dir)
+            self.max_depth = None  # the program runs the one depth it was exported with
+        else:
+            self.run, self.meta, vocabs, self.model = load_run(run_dir)
+            self.max_depth = model_depths(self.model)
         self.schema = schema_from_dict(self.meta["schema"])
         self.vocabs = {name: TokenIndex(tokens) for name, tokens in vocabs.items()}
         self.max_rows = max_rows
-        self.max_depth = model_depths(self.model)
+
+    def check_depth(self, depth):
+        """BadRequest unless `depth` (a request's, None when absent) is one this predictor can run."""
+        if depth is None:
+            return
+        if self.program is not None:
+            fixed = f"exported at depth {self.program.depth}" if self.program.depth else "exported without a depth"
+            raise BadRequest(f"this is an export of '{self.run.model_name}' ({fixed}); omit 'depth' or serve the run")
+        if self.max_depth is None:
+            raise BadRequest(f"model '{self.run.model_name}' has no loop depth; omit 'depth'")
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
+            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth}, got {depth!r}")
 
     # -- validation ---------------------------------------------------------------------------------------
     def validate(self, rows) -> dict[str, list]:
@@ -126,16 +180,11 @@ class Predictor:
 
     @torch.no_grad()
     def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
-        if depth is not None:
-            if self.max_depth is None:
-                raise BadRequest(f"model '{self.run.model_name}' has no loop depth; omit 'depth'")
-            if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
-                raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth}, got {depth!r}")
+        self.check_depth(depth)
         batch = self.encode(columns)
-        if depth is not None:
-            out = self.model(batch, depth=depth)
-        else:
-            out = self.model(batch)
+        if self.program is not None:
+            return self.program(batch).float().numpy()
+        out = self.model(batch) if depth is None else self.model(batch, depth=depth)
         return torch.sigmoid(out["logits"].float()).numpy()
 
     def predict(self, rows, depth: int | None = None) -> list[float]:
@@ -146,4 +195,5 @@ class Predictor:
 
         return {"model": self.run.model_name, "version": __version__, "schema": self.meta["schema"],
                 "depths": list(range(1, self.max_depth + 1)) if self.max_depth else None,
+                "export": {"format": self.program.format, "depth": self.program.depth} if self.program else None,
                 "max_rows": self.max_rows, "fingerprint": self.meta["fingerprint"]}

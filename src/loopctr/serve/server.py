@@ -198,8 +198,7 @@ def make_handler(predictor: Predictor, batcher: MicroBatcher, metrics: Metrics, 
                     raise BadRequest("missing 'rows'")
                 columns = predictor.validate(body["rows"])
                 depth = body.get("depth")
-                if depth is not None and predictor.max_depth is None:
-                    raise BadRequest(f"model '{predictor.run.model_name}' has no loop depth; omit 'depth'")
+                predictor.check_depth(depth)
             except json.JSONDecodeError as exc:
                 self._send(400, {"error": f"malformed JSON: {exc}"}, started=started)
                 return
