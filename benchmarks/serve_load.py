@@ -45,6 +45,20 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> float:
     return time.perf_counter() - start
 
 
+def health_round_trip_ms(address: str, n: int = 200) -> float:
+    """p50 of GET /health on one kept-alive connection: the HTTP cost of a request without any scoring."""
+    host, port = address.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        conn.request("GET", "/health")
+        conn.getresponse().read()
+        times.append(time.perf_counter() - start)
+    conn.close()
+    return 1000 * float(np.percentile(times, 50))
+
+
 def load(address: str, rows: list[dict], batch: int, depth, concurrency: int, requests: int, seconds: float) -> dict:
     bodies = []
     for i in range(16):
@@ -95,6 +109,8 @@ def main():
         proc, address = start_server(run, args.max_wait_ms, args.server_threads)
         try:
             meta = json.loads(urllib.request.urlopen(f"http://{address}/metadata").read())
+            print(f"| {meta['model']} ({Path(run).name}) | GET /health, 1 connection | - | 200 | - | "
+                  f"{health_round_trip_ms(address):.2f} | - |", flush=True)
             depths = [int(d) for d in args.depths.split(",") if d] if meta["depths"] else [None]
             for depth in depths:
                 for batch in (int(b) for b in args.batch_sizes.split(",")):

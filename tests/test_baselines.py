@@ -371,6 +371,24 @@ def test_bench_named_variants_of_one_model(tiny_data, tmp_path):
     assert "| wide | 1 |" in table and "| dnn | 1 |" in table
 
 
+def test_summarize_tables_over_seeds_and_depths(tmp_path, capsys):
+    summarize = load_script("summarize")
+    for seed, (auc1, auc2, oracle) in ((1, (0.80, 0.81, 0.83)), (2, (0.82, 0.81, 0.85))):
+        run = tmp_path / f"loopctr-1-3-s{seed}"
+        run.mkdir()
+        metrics = {"auc": auc1, "gauc": 0.7, "logloss": 0.5, "ne": 0.8, "valid": {"auc": 0.9}, "best_epoch": seed,
+                   "params_dense": 10, "params_embedding": 20, "train_samples_per_s": 100.0,
+                   "eval_samples_per_s": 200.0}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        report = {"by_depth": [{"depth": 1, "auc": auc1}, {"depth": 2, "auc": auc2}],
+                  "oracle": {"auc": oracle, "headroom_auc": oracle - auc1, "depth_share": [0.5 + seed / 10, 0.5 - seed / 10]}}
+        (run / "eval.json").write_text(json.dumps(report))
+    summarize.main(str(tmp_path))
+    out = capsys.readouterr().out
+    assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 |" in out  # test AUC over the two seeds
+    assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 | 0.8100 ± 0.0000 | 0.8400 ± 0.0141 | 0.0300 ± 0.0000 | 0.65 / 0.35 |" in out
+
+
 def test_fuxictr_parity_arguments(tmp_path, monkeypatch):
     parity = load_script("fuxictr_parity")
     split = tmp_path / "split"
