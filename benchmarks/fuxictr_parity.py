@@ -34,13 +34,14 @@ FUXICTR_PIN = ["fuxictr==2.3.10", "polars<2"]
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark_splits" / "amazon_beauty"
 
 # BARS AmazonElectronics_x1 (FuxiCTR v2.0.1 logs: DIN_amazonelectronics_x1_015, DCNv2_amazonelectronics_x1_010).
+# "active" is required: FeatureProcessor.fit reads col["active"] without a default.
 FEATURE_COLS = [
-    {"name": "user_id", "type": "meta", "dtype": "int", "remap": False},
-    {"name": "item_id", "type": "categorical", "dtype": "str"},
-    {"name": "cate_id", "type": "categorical", "dtype": "str"},
-    {"name": "item_history", "type": "sequence", "dtype": "str", "splitter": "^", "max_len": 100,
+    {"name": "user_id", "active": True, "type": "meta", "dtype": "int", "remap": False},
+    {"name": "item_id", "active": True, "type": "categorical", "dtype": "str"},
+    {"name": "cate_id", "active": True, "type": "categorical", "dtype": "str"},
+    {"name": "item_history", "active": True, "type": "sequence", "dtype": "str", "splitter": "^", "max_len": 100,
      "share_embedding": "item_id", "padding": "pre", "feature_encoder": "layers.MaskedAveragePooling()"},
-    {"name": "cate_history", "type": "sequence", "dtype": "str", "splitter": "^", "max_len": 100,
+    {"name": "cate_history", "active": True, "type": "sequence", "dtype": "str", "splitter": "^", "max_len": 100,
      "share_embedding": "cate_id", "padding": "pre", "feature_encoder": "layers.MaskedAveragePooling()"},
 ]
 COMMON = {"data_format": "csv", "label_col": {"name": "label", "dtype": "float"}, "group_id": "user_id",
@@ -77,16 +78,21 @@ OURS_COMMON = ["max_len=100", "early_stop_patience=2", "plateau_factor=0.1"]
 DRIVER = r'''
 import json, os, sys, time
 job = json.load(open(sys.argv[1]))
+import ray
 import torch
 torch.set_num_threads(job["threads"])
+# FuxiCTR's data pipeline runs on Ray, which would otherwise take every core; started first, FuxiCTR reuses it
+ray.init(num_cpus=job["threads"], include_dashboard=False, logging_level="ERROR")
 sys.path.insert(0, job["model_dir"])
 from fuxictr.features import FeatureMap
 from fuxictr.preprocess import FeatureProcessor, build_dataset
 from fuxictr.pytorch.dataloaders import RankDataLoader
 from fuxictr.pytorch.torch_utils import seed_everything
+from fuxictr.utils import set_logger
 import src
 
 params = job["params"]
+set_logger(params)  # as run_expid.py: creates model_root/dataset_id, where fit saves the best checkpoint
 for key in ("din_target_field", "din_sequence_field"):
     if key in params:
         params[key] = [tuple(x) if isinstance(x, list) else x for x in params[key]]
@@ -117,6 +123,7 @@ model.fit(train_gen, validation_data=valid_gen, **params)
 fit_seconds = time.perf_counter() - start
 model.evaluate = evaluate
 epochs_run = model._epoch_index + 1
+best_epoch = epochs_run - model._stopping_steps  # _stopping_steps: epochs since the last improvement
 valid = model.evaluate(valid_gen)
 test_gen = RankDataLoader(feature_map, stage="test", **params)
 start = time.perf_counter()
@@ -125,7 +132,7 @@ predict_seconds = time.perf_counter() - start
 test = model.evaluate(test_gen)
 train_rows = train_gen.num_samples
 json.dump({"auc": test["AUC"], "gauc": test["gAUC"], "logloss": test["logloss"], "valid_auc": valid["AUC"],
-           "epochs_run": epochs_run, "params_total": n_params,
+           "best_epoch": best_epoch, "epochs_run": epochs_run, "params_total": n_params,
            "train_samples_per_s": train_rows * epochs_run / max(fit_seconds - eval_seconds[0], 1e-9),
            "eval_samples_per_s": len(preds) / max(predict_seconds, 1e-9)}, open(job["result"], "w"), indent=2)
 '''
@@ -200,7 +207,7 @@ def run_ours(model: str, split: Path, work: Path, epochs: int, threads: int, see
             shutil.rmtree(run)
         overrides = [*OURS_COMMON, *MODELS[model]["ours"], f"epochs={epochs}", f"threads={threads}", f"seed={seed}"]
         report = train(data, run, model, overrides=overrides, log=lambda *a: None)
-    return {k: report.get(k) for k in ("auc", "gauc", "logloss", "epochs_run", "train_samples_per_s",
+    return {k: report.get(k) for k in ("auc", "gauc", "logloss", "best_epoch", "epochs_run", "train_samples_per_s",
                                         "eval_samples_per_s")} | {
         "valid_auc": report.get("valid", {}).get("auc"),
         "params_total": report["params_dense"] + report["params_embedding"]}
@@ -208,11 +215,12 @@ def run_ours(model: str, split: Path, work: Path, epochs: int, threads: int, see
 
 def table(rows: list[dict]) -> str:
     fmt = lambda v, d=4: "-" if v is None else (f"{v:,.0f}" if d == 0 else f"{v:.{d}f}")  # noqa: E731
-    lines = ["| model | implementation | test AUC | test gAUC | test logloss | valid AUC | epochs | params | "
+    lines = ["| model | implementation | test AUC | test gAUC | test logloss | valid AUC | best/run epochs | params | "
              "train samples/s | eval samples/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['impl']} | {fmt(r.get('auc'))} | {fmt(r.get('gauc'))} | "
-                     f"{fmt(r.get('logloss'))} | {fmt(r.get('valid_auc'))} | {r.get('epochs_run', '-')} | "
+                     f"{fmt(r.get('logloss'))} | {fmt(r.get('valid_auc'))} | "
+                     f"{r.get('best_epoch', '-')}/{r.get('epochs_run', '-')} | "
                      f"{fmt(r.get('params_total'), 0)} | {fmt(r.get('train_samples_per_s'), 0)} | "
                      f"{fmt(r.get('eval_samples_per_s'), 0)} |")
     return "\n".join(lines)
