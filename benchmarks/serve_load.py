@@ -112,8 +112,8 @@ def main():
             print(f"| {meta['model']} ({Path(run).name}) | GET /health, 1 connection | - | 200 | - | "
                   f"{health_round_trip_ms(address):.2f} | - |", flush=True)
             depths = [int(d) for d in args.depths.split(",") if d] if meta["depths"] else [None]
-            for depth in depths:
-                for batch in (int(b) for b in args.batch_sizes.split(",")):
+            for batch in (int(b) for b in args.batch_sizes.split(",")):
+                for depth in depths:  # depths side by side at each batch size: a slow spell hits both
                     r = load(address, rows, batch, depth, args.concurrency, args.requests,
                              args.seconds)
                     print(f"| {meta['model']} ({Path(run).name}) | {depth or '-'} | {batch} | {r['requests']} | "

@@ -218,8 +218,10 @@ def test_depth_speed_benchmark_times_every_depth(loop_run):
     spec.loader.exec_module(depth_speed)
     model, batches, seen = depth_speed.load_batches(loop_run, "test", 64, 100)
     assert seen >= 100 and len(batches) == -(-seen // 64)
-    speeds = [depth_speed.samples_per_s(model, batches, seen, d, repeats=1) for d in (1, 3)]
-    assert all(s > 0 for s in speeds)
+    speeds = depth_speed.samples_per_s(model, batches, seen, [1, 3], repeats=1)
+    assert sorted(speeds) == [1, 3] and all(s > 0 for s in speeds.values())
+    wider, _, _ = depth_speed.load_batches(loop_run, "test", 64, 100, ["n_loop_layers=2"])
+    assert wider.parameter_counts()["dense"] > model.parameter_counts()["dense"]
 
 
 def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
