@@ -56,7 +56,7 @@ def main(root: str):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in groups.items():
         col = lambda k: np.array([r[k] for r in runs], dtype=float)  # noqa: E731
-        ms = lambda k: f"{col(k).mean():.4f} ± {col(k).std(ddof=1 if len(runs) > 1 else 0):.4f}"  # noqa: E731
+        ms = lambda k: mean_std(col(k))  # noqa: E731
         valid = np.array([r["valid"]["auc"] for r in runs])
         print(f"| {name} | {len(runs)} | {ms('auc')} | {ms('gauc')} | {ms('logloss')} | {ms('ne')} | "
               f"{valid.mean():.4f} | {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['params_dense']:,} | "
