@@ -1,8 +1,9 @@
-"""Core speed benchmark: prepare rows/s, then train and eval samples/s of DNN and DIN on the Amazon Beauty
-reference split (BARS AmazonElectronics_x1 settings), with DIN's plain padded attention (FuxiCTR's compute)
-measured side by side with the packed one.
+"""Core speed benchmark: prepare rows/s, then train and eval samples/s of DNN, DIN and LoopCTR on the Amazon
+Beauty reference split (BARS AmazonElectronics_x1 settings), with DIN's plain padded attention (FuxiCTR's
+compute) measured side by side with the packed one, and LoopCTR trained with 1 or 3 loop passes and
+evaluated at depth 1 or 3.
 
-    python benchmarks/bench_core.py [--split DIR] [--steps 60] [--threads 2]
+    python benchmarks/bench_core.py [--split DIR] [--steps 60] [--threads 2] [--only LoopCTR]
 
 Speeds are measured in one process, one after another, so their ratios are comparable; absolute numbers
 depend on the machine and its load (printed with the results).
@@ -78,6 +79,7 @@ def main():
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="run only the cases whose label contains this text")
     args = parser.parse_args()
     if not args.split.is_dir():
         raise SystemExit(f"{args.split}: not found (the Amazon Beauty reference split, ../shared/data)")
@@ -93,7 +95,11 @@ def main():
         ("DIN max_len 50, padded reference attention", "din", ["max_len=50", "reference_attention=true"]),
         ("DIN max_len 100", "din", ["max_len=100"]),
         ("DIN max_len 100, padded reference attention", "din", ["max_len=100", "reference_attention=true"]),
+        ("LoopCTR(1/1) max_len 50", "loopctr", ["max_len=50", "train_loops=1", "infer_loops=1"]),
+        ("LoopCTR(1/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=1"]),
+        ("LoopCTR(3/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=3"]),
     ]
+    cases = [c for c in cases if args.only in c[0]]
     print("| model | train samples/s | eval samples/s |\n|---|---|---|")
     for label, name, overrides in cases:
         train_speed, eval_speed = time_model(data, name, overrides, args.steps)
