@@ -46,10 +46,14 @@ def post(conn: http.client.HTTPConnection, body: bytes) -> float:
     return time.perf_counter() - start
 
 
+def connect(address: str) -> http.client.HTTPConnection:
+    host, port = address.rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=60)
+
+
 def health_round_trip_ms(address: str, n: int = 200) -> float:
     """p50 of GET /health on one kept-alive connection: the HTTP cost of a request without any scoring."""
-    host, port = address.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = connect(address)
     times = []
     for _ in range(n):
         start = time.perf_counter()
@@ -65,14 +69,12 @@ def load(address: str, rows: list[dict], batch: int, depth, concurrency: int, re
     for i in range(16):
         chunk = [rows[(i * batch + j) % len(rows)] for j in range(batch)]
         bodies.append(json.dumps({"rows": chunk, **({"depth": depth} if depth else {})}).encode())
-    host, port = address.rsplit(":", 1)
-    connect = lambda: http.client.HTTPConnection(host, int(port), timeout=60)  # noqa: E731
-    post(connect(), bodies[0])  # warm-up
+    post(connect(address), bodies[0])  # warm-up
     latencies, lock, stop_at = [], threading.Lock(), time.perf_counter() + seconds
     counter = iter(range(requests))
 
     def worker():
-        conn = connect()
+        conn = connect(address)
         for i in counter:
             if time.perf_counter() > stop_at:
                 break

@@ -34,6 +34,13 @@ class TooLarge(BadRequest):
     """A request over the size limits (answered with HTTP 413)."""
 
 
+def read_schema_and_vocabs(directory: Path) -> tuple[dict, dict[str, list[str]]]:
+    """The schema metadata and the vocabularies that a run or an export directory carries."""
+    meta = json.loads((directory / "schema.json").read_text())
+    vocabs = {name: json.loads((directory / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
+    return meta, vocabs
+
+
 def load_run(run_dir):
     """(run config, schema metadata, vocabularies, model with the best weights) of a run directory."""
     run_dir = Path(run_dir)
@@ -41,8 +48,7 @@ def load_run(run_dir):
         if not (run_dir / name).exists():
             raise UserError(f"{run_dir}: not a finished run directory (no {name})")
     run, _ = load_run_config(run_dir)
-    meta = json.loads((run_dir / "schema.json").read_text())
-    vocabs = {name: json.loads((run_dir / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
+    meta, vocabs = read_schema_and_vocabs(run_dir)
     model, _ = ckpt.load_best_model(run_dir, run, schema_from_dict(meta["schema"]), meta["vocab_sizes"],
                                     meta["fingerprint"])
     return run, meta, vocabs, model
@@ -83,8 +89,7 @@ def load_export(export_dir):
     export_dir = Path(export_dir)
     info = json.loads((export_dir / "export.json").read_text())
     run, _ = load_run_config(export_dir, "not an export directory")
-    meta = json.loads((export_dir / "schema.json").read_text())
-    vocabs = {name: json.loads((export_dir / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
+    meta, vocabs = read_schema_and_vocabs(export_dir)
     return run, meta, vocabs, ExportedProgram(export_dir, info)
 
 

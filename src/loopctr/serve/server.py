@@ -1,7 +1,7 @@
 """`loopctr serve`: an HTTP JSON scoring service over a trained run.
 
-Standard library only (ThreadingHTTPServer): the model is the bottleneck, and a dependency-free server is
-one thing less to install and secure. Concurrent requests are micro-batched: a batching thread takes the
+Standard library only (ThreadingHTTPServer): a dependency-free server is one thing less to install and
+secure; its per-request cost (about 1 ms of Python) is measured in BENCHMARKS.md. Concurrent requests are micro-batched: a batching thread takes the
 first waiting request with every other one already queued (up to `max_batch_rows` rows), optionally waits
 `max_wait_ms` for more, runs one forward pass per requested depth and hands each request its slice. The
 default wait is 0: requests that arrive while a batch is being scored queue up and form the next batch by
