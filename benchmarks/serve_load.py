@@ -64,6 +64,13 @@ def health_round_trip_ms(address: str, n: int = 200) -> float:
     return 1000 * float(np.percentile(times, 50))
 
 
+def forward_totals(address: str) -> tuple[float, float, float]:
+    """(forward passes, rows, seconds) the server has scored so far, from its /metrics."""
+    text = urllib.request.urlopen(f"http://{address}/metrics").read().decode()
+    value = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    return value["loopctr_batch_rows_count"], value["loopctr_batch_rows_sum"], value["loopctr_batch_seconds_sum"]
+
+
 def load(address: str, rows: list[dict], batch: int, depth, concurrency: int, requests: int, seconds: float) -> dict:
     bodies = []
     for i in range(16):
@@ -83,14 +90,17 @@ def load(address: str, rows: list[dict], batch: int, depth, concurrency: int, re
                 latencies.append(t)
         conn.close()
 
+    before = forward_totals(address)
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     wall = time.perf_counter() - start
+    passes, rows_scored, seconds = (b - a for a, b in zip(before, forward_totals(address)))
     lat = np.array(latencies)
     return {"requests": len(lat), "rows_per_s": len(lat) * batch / wall, "p50_ms": 1000 * np.percentile(lat, 50),
-            "p99_ms": 1000 * np.percentile(lat, 99)}
+            "p99_ms": 1000 * np.percentile(lat, 99), "rows_per_pass": rows_scored / passes,
+            "ms_per_pass": 1000 * seconds / passes, "model_share": seconds / wall}
 
 
 def main():
@@ -108,13 +118,14 @@ def main():
     args = p.parse_args()
     with open(args.csv, newline="") as fh:
         rows = [r for _, r in zip(range(5000), csv.DictReader(fh))]
-    print("| run | depth | batch | requests | rows/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|")
+    print("| run | depth | batch | requests | rows/s | p50 ms | p99 ms | rows per forward | ms per forward | "
+          "model share |\n|---|---|---|---|---|---|---|---|---|---|")
     for run in args.run:
         proc, address = start_server(run, args.max_wait_ms, args.server_threads)
         try:
             meta = json.loads(urllib.request.urlopen(f"http://{address}/metadata").read())
             print(f"| {meta['model']} ({Path(run).name}) | GET /health, 1 connection | - | 200 | - | "
-                  f"{health_round_trip_ms(address):.2f} | - |", flush=True)
+                  f"{health_round_trip_ms(address):.2f} | - | - | - | - |", flush=True)
             depths = [int(d) for d in args.depths.split(",") if d] if meta["depths"] else [None]
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 best = {}
@@ -125,7 +136,8 @@ def main():
                             best[depth] = r
                 for depth, r in best.items():
                     print(f"| {meta['model']} ({Path(run).name}) | {depth or '-'} | {batch} | {r['requests']} | "
-                          f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |", flush=True)
+                          f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_pass']:.1f} | "
+                          f"{r['ms_per_pass']:.2f} | {r['model_share']:.0%} |", flush=True)
         finally:
             proc.terminate()
             proc.wait()

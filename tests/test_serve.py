@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -50,14 +51,32 @@ def _request(url, body=None, raw=None):
         return err.code, err.read().decode()
 
 
+class RunningServer:
+    """`loopctr serve` in a background thread of the test process."""
+
+    def __init__(self, run, **config):
+        self.server = build_server(run, ServeConfig(port=0, **config))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        for _ in range(100):  # bound at once; answering once uvicorn's loop runs
+            try:
+                if _request(self.url + "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def server(din_run):
-    srv = build_server(din_run, ServeConfig(port=0, max_request_rows=100, max_body_bytes=200_000))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    running = RunningServer(din_run, max_request_rows=100, max_body_bytes=200_000)
+    yield running.url
+    running.stop()
 
 
 def test_http_predict_health_metadata(server, din_run, tiny_data):
@@ -131,6 +150,51 @@ def test_kept_alive_connection_serves_good_bad_and_good_requests(server, din_run
 
 def test_unknown_endpoint(server):
     assert _request(server + "/nope")[0] == 404
+    assert _request(server + "/predict")[0] == 405  # GET
+    assert 'loopctr_batch_seconds_count' in _request(server + "/metrics")[1]
+
+
+def test_oversized_body_is_refused_before_reading_and_the_connection_closed(server):
+    import http.client
+
+    host, port = server.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.putrequest("POST", "/predict")
+    conn.putheader("Content-Length", "300000")  # over max_body_bytes; the body is never sent
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and resp.getheader("connection") == "close"
+    assert "exceeds" in json.loads(resp.read())["error"]
+    conn.close()
+
+
+def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(din_run, tiny_data):
+    running = RunningServer(din_run, request_timeout_s=0.3)
+    predictor = running.server.app.predictor
+    score = predictor.predict_columns
+    rows = raw_rows(tiny_data, n=3)
+
+    def slow(columns, depth=None):
+        time.sleep(1.0)
+        return score(columns, depth)
+
+    def failing(columns, depth=None):
+        raise RuntimeError("out of memory")
+
+    try:
+        predictor.predict_columns = slow
+        code, text = _request(running.url + "/predict", {"rows": rows})
+        assert code == 503 and "timed out after 0.3s" in json.loads(text)["error"]
+        predictor.predict_columns = failing
+        time.sleep(1.0)  # the slow batch finishes (its request is gone) before the next one is scored
+        code, text = _request(running.url + "/predict", {"rows": rows})
+        assert code == 500 and json.loads(text)["error"] == "RuntimeError: out of memory"
+        predictor.predict_columns = score
+        code, text = _request(running.url + "/predict", {"rows": rows})
+        assert code == 200
+        np.testing.assert_allclose(json.loads(text)["predictions"], Predictor(din_run).predict(rows), rtol=1e-6)
+    finally:
+        running.stop()
 
 
 def test_torchscript_export_matches_eager(din_run, tiny_data):

@@ -183,7 +183,7 @@ class Predictor:
         encoded[LABEL] = np.zeros(n, dtype=np.float32)  # the loader's batches carry a label; requests have none
         return BatchLoader(ArraySplit(encoded, self.schema), n, self.run.data).gather(np.arange(n))
 
-    @torch.no_grad()
+    @torch.inference_mode()  # cheaper per operator than no_grad: no version counters or view tracking
     def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
         self.check_depth(depth)
         batch = self.encode(columns)

@@ -1,11 +1,13 @@
-"""`loopctr serve`: an HTTP JSON scoring service over a trained run.
+"""`loopctr serve`: an HTTP JSON scoring service over a trained run or an export.
 
-Standard library only (ThreadingHTTPServer): a dependency-free server is one thing less to install and
-secure; its per-request cost (about 1 ms of Python) is measured in BENCHMARKS.md. Concurrent requests are micro-batched: a batching thread takes the
-first waiting request with every other one already queued (up to `max_batch_rows` rows), optionally waits
-`max_wait_ms` for more, runs one forward pass per requested depth and hands each request its slice. The
-default wait is 0: requests that arrive while a batch is being scored queue up and form the next batch by
-themselves, so waiting only adds latency to a server that is idle anyway.
+uvicorn (with the httptools parser) runs a plain ASGI application: one event-loop thread parses requests,
+validates their rows and answers them; one model thread scores micro-batches. Threads do not grow with
+connections, and idle kept-alive connections are closed after `keep_alive_s`. (FastAPI would add a schema
+layer that the field-by-field validation of `Predictor.validate` already covers, with better messages.)
+
+Micro-batching: while the model thread scores a batch, arriving requests queue; when it finishes, everything
+queued (up to `max_batch_rows` rows) becomes the next batch, one forward pass per requested depth. With
+`max_wait_ms` > 0 an idle server also waits that long for company before scoring a first request.
 
     POST /predict  {"rows": [{field: raw value, ...}, ...], "depth": optional int}  -> {"predictions": [...]}
     GET  /health   GET /metadata   GET /metrics (Prometheus text format)
@@ -13,12 +15,15 @@ themselves, so waiting only adds latency to a server that is idle anyway.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import queue
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import uvicorn
 
 from loopctr.serve.predictor import BadRequest, Predictor, TooLarge
 
@@ -28,10 +33,11 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port (printed at start)
     max_batch_rows: int = 8192  # rows in one micro-batch
-    max_wait_ms: float = 0.0  # how long the batcher waits for more requests (0: takes what is queued)
+    max_wait_ms: float = 0.0  # how long an idle server waits for more requests (0: scores what is queued)
     max_request_rows: int = 4096
     max_body_bytes: int = 16 << 20
     request_timeout_s: float = 30.0
+    keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -60,177 +66,237 @@ class Histogram:
 
 
 class Metrics:
+    """Request counts, latency and batch-size histograms; updated and read on the event-loop thread only."""
+
     def __init__(self):
-        self.lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = {}
         self.rows = 0
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_rows = Histogram(BATCH_BUCKETS)
+        self.batch_seconds = Histogram(LATENCY_BUCKETS)  # encoding and forward pass of one batch
 
     def request(self, path: str, code: int, seconds: float, rows: int = 0):
-        with self.lock:
-            self.requests[(path, code)] = self.requests.get((path, code), 0) + 1
-            self.rows += rows
-            if path == "/predict":
-                self.latency.observe(seconds)
-
-    def batch(self, rows: int):
-        with self.lock:
-            self.batch_rows.observe(rows)
+        self.requests[(path, code)] = self.requests.get((path, code), 0) + 1
+        self.rows += rows
+        if path == "/predict":
+            self.latency.observe(seconds)
 
     def render(self) -> str:
-        with self.lock:
-            lines = ["# TYPE loopctr_requests_total counter"]
-            lines += [f'loopctr_requests_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(self.requests.items())]
-            errors = sum(n for (p, c), n in self.requests.items() if c >= 400)
-            lines += ["# TYPE loopctr_request_errors_total counter", f"loopctr_request_errors_total {errors}",
-                      "# TYPE loopctr_rows_scored_total counter", f"loopctr_rows_scored_total {self.rows}"]
-            lines += self.latency.lines("loopctr_predict_latency_seconds")
-            lines += self.batch_rows.lines("loopctr_batch_rows")
+        lines = ["# TYPE loopctr_requests_total counter"]
+        lines += [f'loopctr_requests_total{{path="{p}",code="{c}"}} {n}' for (p, c), n in sorted(self.requests.items())]
+        errors = sum(n for (p, c), n in self.requests.items() if c >= 400)
+        lines += ["# TYPE loopctr_request_errors_total counter", f"loopctr_request_errors_total {errors}",
+                  "# TYPE loopctr_rows_scored_total counter", f"loopctr_rows_scored_total {self.rows}"]
+        lines += self.latency.lines("loopctr_predict_latency_seconds")
+        lines += self.batch_rows.lines("loopctr_batch_rows")
+        lines += self.batch_seconds.lines("loopctr_batch_seconds")
         return "\n".join(lines) + "\n"
 
 
 class Job:
-    def __init__(self, columns: dict[str, list], rows: int, depth):
-        self.columns, self.rows, self.depth = columns, rows, depth
-        self.done = threading.Event()
-        self.result = None
-        self.error: Exception | None = None
+    def __init__(self, columns: dict[str, list], rows: int, depth, future: asyncio.Future):
+        self.columns, self.rows, self.depth, self.future = columns, rows, depth, future
 
 
 class MicroBatcher:
+    """Queues jobs on the event loop and scores them in batches on one model thread."""
+
     def __init__(self, predictor: Predictor, config: ServeConfig, metrics: Metrics):
         self.predictor, self.config, self.metrics = predictor, config, metrics
-        self.jobs: queue.Queue[Job] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, daemon=True, name="loopctr-batcher")
-        self.thread.start()
+        self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="loopctr-model")
+        self.queued: list[Job] = []
+        self.busy = False  # a batch is being scored, or a wait for company is armed
 
-    def submit(self, job: Job) -> Job:
-        self.jobs.put(job)
-        return job
-
-    def _collect(self) -> list[Job]:
-        batch = [self.jobs.get()]
-        rows = batch[0].rows
-        deadline = time.perf_counter() + self.config.max_wait_ms / 1000.0
-        while rows < self.config.max_batch_rows:
-            remaining = deadline - time.perf_counter()
-            try:
-                job = self.jobs.get(timeout=max(remaining, 0.0)) if remaining > 0 else self.jobs.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(job)
-            rows += job.rows
-        return batch
-
-    def _run(self):
-        while True:
-            jobs = self._collect()
-            for depth in {j.depth for j in jobs}:
-                group = [j for j in jobs if j.depth == depth]
-                columns = {name: [v for j in group for v in j.columns[name]] for name in group[0].columns}
-                try:
-                    preds = self.predictor.predict_columns(columns, depth)
-                    self.metrics.batch(len(preds))
-                    start = 0
-                    for j in group:
-                        j.result = preds[start:start + j.rows].tolist()
-                        start += j.rows
-                except Exception as exc:  # reported to each waiting request; the batcher keeps serving
-                    for j in group:
-                        j.error = exc
-                for j in group:
-                    j.done.set()
-
-
-def make_handler(predictor: Predictor, batcher: MicroBatcher, metrics: Metrics, config: ServeConfig):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # keep-alive clients: without TCP_NODELAY the headers-then-body writes of a response meet the client's
-        # delayed ACK and every request on a kept-alive connection stalls about 40 ms
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args):  # metrics, not access logs
-            pass
-
-        def _send(self, code: int, body, content_type="application/json", rows: int = 0, started=None):
-            data = (json.dumps(body) if content_type == "application/json" else body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            metrics.request(self.path, code, time.perf_counter() - (started or time.perf_counter()), rows)
-
-        def do_GET(self):
-            if self.path == "/health":
-                self._send(200, {"status": "ok"})
-            elif self.path == "/metadata":
-                self._send(200, predictor.metadata())
-            elif self.path == "/metrics":
-                self._send(200, metrics.render(), "text/plain; version=0.0.4")
+    def submit(self, job: Job) -> None:
+        self.queued.append(job)
+        if not self.busy:
+            self.busy = True
+            if self.config.max_wait_ms > 0 and job.rows < self.config.max_batch_rows:
+                asyncio.get_running_loop().call_later(self.config.max_wait_ms / 1000.0, self._start)
             else:
-                self._send(404, {"error": f"no endpoint {self.path}; use POST /predict, GET /health, /metadata, /metrics"})
+                self._start()
 
-        def do_POST(self):
+    def _start(self) -> None:
+        jobs, rows = [], 0
+        while self.queued and (not jobs or rows + self.queued[0].rows <= self.config.max_batch_rows):
+            jobs.append(self.queued.pop(0))
+            rows += jobs[-1].rows
+        jobs = [j for j in jobs if not j.future.done()]  # timed-out requests are not scored
+        if not jobs:
+            self._next()
+            return
+        scored = asyncio.get_running_loop().run_in_executor(self.model_thread, self._score, jobs)
+        scored.add_done_callback(lambda done: self._finish(jobs, done))
+
+    def _score(self, jobs: list[Job]) -> tuple[list, list[int]]:
+        """On the model thread: one forward pass per depth. (predictions or exception per job, forward passes)."""
+        answers: dict[int, object] = {}
+        passes = []  # (rows, seconds) of every forward pass
+        for depth in dict.fromkeys(j.depth for j in jobs):
+            group = [j for j in jobs if j.depth == depth]
+            columns = {name: [v for j in group for v in j.columns[name]] for name in group[0].columns}
             started = time.perf_counter()
-            if self.path != "/predict":
-                self._send(404, {"error": f"no endpoint {self.path}; use POST /predict"}, started=started)
-                return
             try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._send(411, {"error": "a Content-Length header is required"}, started=started)
-                return
-            if length > config.max_body_bytes:
-                self.close_connection = True  # the unread body makes the connection unusable
-                self._send(413, {"error": f"body of {length} bytes exceeds {config.max_body_bytes}"}, started=started)
-                return
-            raw = self.rfile.read(length)
-            try:
-                body = json.loads(raw)
-                if not isinstance(body, dict):
-                    raise BadRequest("the body must be a JSON object with 'rows'")
-                unknown = set(body) - {"rows", "depth"}
-                if unknown:
-                    raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'rows' and optional 'depth'")
-                if "rows" not in body:
-                    raise BadRequest("missing 'rows'")
-                columns = predictor.validate(body["rows"])
-                depth = body.get("depth")
-                predictor.check_depth(depth)
-            except json.JSONDecodeError as exc:
-                self._send(400, {"error": f"malformed JSON: {exc}"}, started=started)
-                return
-            except BadRequest as exc:
-                self._send(413 if isinstance(exc, TooLarge) else 400, {"error": str(exc)}, started=started)
-                return
-            job = batcher.submit(Job(columns, len(body["rows"]), depth))
-            if not job.done.wait(config.request_timeout_s):
-                self._send(503, {"error": f"timed out after {config.request_timeout_s}s"}, started=started)
-            elif isinstance(job.error, BadRequest):
-                self._send(400, {"error": str(job.error)}, started=started)
-            elif job.error is not None:
-                self._send(500, {"error": f"{type(job.error).__name__}: {job.error}"}, started=started)
+                preds = self.predictor.predict_columns(columns, depth).tolist()
+            except Exception as exc:  # reported to each request of the group; the service keeps serving
+                answers.update((id(j), exc) for j in group)
+                continue
+            passes.append((len(preds), time.perf_counter() - started))
+            start = 0
+            for j in group:
+                answers[id(j)] = preds[start:start + j.rows]
+                start += j.rows
+        return [answers[id(j)] for j in jobs], passes
+
+    def _finish(self, jobs: list[Job], done: asyncio.Future) -> None:
+        try:
+            answers, passes = done.result()
+        except Exception as exc:  # the model thread itself failed (e.g. shut down): fail the batch, not the loop
+            answers, passes = [exc] * len(jobs), []
+        for rows, seconds in passes:
+            self.metrics.batch_rows.observe(rows)
+            self.metrics.batch_seconds.observe(seconds)
+        for job, answer in zip(jobs, answers):
+            if job.future.done():
+                continue
+            if isinstance(answer, Exception):
+                job.future.set_exception(answer)
             else:
-                self._send(200, {"predictions": job.result}, rows=job.rows, started=started)
+                job.future.set_result(answer)
+        self._next()
 
-    return Handler
+    def _next(self) -> None:
+        if self.queued:
+            self._start()  # what queued during the batch forms the next one at once
+        else:
+            self.busy = False
 
 
-def build_server(run_dir, config: ServeConfig | None = None) -> ThreadingHTTPServer:
-    config = config or ServeConfig()
-    predictor = Predictor(run_dir, max_rows=config.max_request_rows)
-    metrics = Metrics()
-    batcher = MicroBatcher(predictor, config, metrics)
-    server = ThreadingHTTPServer((config.host, config.port), make_handler(predictor, batcher, metrics, config))
-    server.daemon_threads = True
-    return server
+class ScoringApp:
+    """The ASGI application: routes, request validation, JSON answers, metrics."""
+
+    def __init__(self, predictor: Predictor, config: ServeConfig):
+        self.predictor, self.config = predictor, config
+        self.metrics = Metrics()
+        self.batcher = MicroBatcher(predictor, config, self.metrics)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return  # lifespan is off; websockets are not served
+        started = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        if method == "POST" and path == "/predict":
+            try:
+                code, body, rows = await self._predict(scope, receive)
+            except ConnectionAbortedError:  # the client left before sending its whole body
+                return
+        elif method == "GET" and path in ("/health", "/metadata", "/metrics"):
+            code, rows = 200, 0
+            body = {"/health": lambda: {"status": "ok"}, "/metadata": self.predictor.metadata,
+                    "/metrics": self.metrics.render}[path]()
+        elif path in ("/predict", "/health", "/metadata", "/metrics"):
+            code, body, rows = 405, {"error": f"{method} {path} is not allowed; use POST /predict, GET others"}, 0
+        else:
+            code, body, rows = 404, {"error": f"no endpoint {path}; use POST /predict, GET /health, /metadata, "
+                                              f"/metrics"}, 0
+        if isinstance(body, str):
+            data, content_type = body.encode(), b"text/plain; version=0.0.4"
+        else:
+            data, content_type = json.dumps(body).encode(), b"application/json"
+        headers = [(b"content-type", content_type), (b"content-length", str(len(data)).encode())]
+        if code == 413:
+            headers.append((b"connection", b"close"))  # an unread body makes the connection unusable
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+        self.metrics.request(path, code, time.perf_counter() - started, rows)
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit():
+            raise BadRequest(f"the Content-Length header is not a number: {declared.decode(errors='replace')!r}")
+        if int(declared) > limit:
+            raise TooLarge(f"body of {int(declared)} bytes exceeds {limit}")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionAbortedError
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                raise TooLarge(f"body of more than {limit} bytes exceeds {limit}")
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _predict(self, scope, receive) -> tuple[int, dict, int]:
+        """(status, JSON body, rows scored) of one POST /predict."""
+        try:
+            try:
+                body = json.loads(await self._read_body(scope, receive))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise BadRequest(f"malformed JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise BadRequest("the body must be a JSON object with 'rows'")
+            unknown = set(body) - {"rows", "depth"}
+            if unknown:
+                raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'rows' and optional 'depth'")
+            if "rows" not in body:
+                raise BadRequest("missing 'rows'")
+            columns = self.predictor.validate(body["rows"])
+            depth = body.get("depth")
+            self.predictor.check_depth(depth)
+        except BadRequest as exc:
+            return (413 if isinstance(exc, TooLarge) else 400), {"error": str(exc)}, 0
+        n = len(body["rows"])
+        future = asyncio.get_running_loop().create_future()
+        self.batcher.submit(Job(columns, n, depth, future))
+        try:
+            predictions = await asyncio.wait_for(future, self.config.request_timeout_s)
+        except asyncio.TimeoutError:
+            return 503, {"error": f"timed out after {self.config.request_timeout_s}s"}, 0
+        except BadRequest as exc:
+            return 400, {"error": str(exc)}, 0
+        except Exception as exc:
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}, 0
+        return 200, {"predictions": predictions}, n
+
+
+class Server:
+    """A bound, not yet running service: `serve_forever()` blocks (until `shutdown()` from another thread)."""
+
+    def __init__(self, run_dir, config: ServeConfig | None = None):
+        self.config = config or ServeConfig()
+        self.app = ScoringApp(Predictor(run_dir, max_rows=self.config.max_request_rows), self.config)
+        self.socket = socket.create_server((self.config.host, self.config.port))
+        self.server_address = self.socket.getsockname()[:2]
+        self._stopped = threading.Event()
+        self._uvicorn = uvicorn.Server(uvicorn.Config(
+            self.app, http="httptools", loop="auto", lifespan="off", access_log=False, log_level="warning",
+            timeout_keep_alive=int(self.config.keep_alive_s), server_header=False))
+
+    def serve_forever(self) -> None:
+        try:
+            self._uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        self._uvicorn.should_exit = True
+        self._stopped.wait(10)
+
+    def server_close(self) -> None:
+        self.socket.close()
+        self.app.batcher.model_thread.shutdown(wait=False)
+
+
+def build_server(run_dir, config: ServeConfig | None = None) -> Server:
+    return Server(run_dir, config)
 
 
 def serve(run_dir, config: ServeConfig | None = None, log=print):
     server = build_server(run_dir, config)
-    host, port = server.server_address[:2]
+    host, port = server.server_address
     log(f"serving {run_dir} on http://{host}:{port} (POST /predict, GET /health /metadata /metrics)", flush=True)
     try:
         server.serve_forever()
