@@ -2,7 +2,11 @@
 
 The server runs in its own process on 127.0.0.1; this process is the client, with a bounded number of
 requests and a time cap per case. Each client thread keeps one HTTP/1.1 connection open (as a production
-client would). Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty test split).
+client would). Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty test split). Besides throughput
+and latency, each row reports what the server's /metrics say about the same window: rows per forward pass (how
+much micro-batching merged requests), milliseconds per forward pass (encoding + model) and the model's share of
+the wall time; the rest is HTTP, JSON, validation and hand-over. The last column is the throughput of the first
+depth over this one, per round (the depths run side by side), median over rounds.
 
     python benchmarks/serve_load.py --run RUN [--run RUN2 ...] --csv path/test.csv [--depths 1,3]
         [--batch-sizes 1,32,512] [--concurrency 4] [--requests 200] [--seconds 20] [--max-wait-ms 0] [--server-threads 1]
@@ -114,30 +118,31 @@ def main():
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batching wait")
     p.add_argument("--server-threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
-    p.add_argument("--repeats", type=int, default=1, help="rounds per case; the round with the best throughput is shown")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds per batch size, depths side by side in each; the median round is shown")
     args = p.parse_args()
     with open(args.csv, newline="") as fh:
         rows = [r for _, r in zip(range(5000), csv.DictReader(fh))]
     print("| run | depth | batch | requests | rows/s | p50 ms | p99 ms | rows per forward | ms per forward | "
-          "model share |\n|---|---|---|---|---|---|---|---|---|---|")
+          "model share | first depth / this |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for run in args.run:
         proc, address = start_server(run, args.max_wait_ms, args.server_threads)
         try:
             meta = json.loads(urllib.request.urlopen(f"http://{address}/metadata").read())
             print(f"| {meta['model']} ({Path(run).name}) | GET /health, 1 connection | - | 200 | - | "
-                  f"{health_round_trip_ms(address):.2f} | - | - | - | - |", flush=True)
+                  f"{health_round_trip_ms(address):.2f} | - | - | - | - | - |", flush=True)
             depths = [int(d) for d in args.depths.split(",") if d] if meta["depths"] else [None]
             for batch in (int(b) for b in args.batch_sizes.split(",")):
-                best = {}
-                for _ in range(args.repeats):  # depths interleaved, the best round of each kept
-                    for depth in depths:
-                        r = load(address, rows, batch, depth, args.concurrency, args.requests, args.seconds)
-                        if depth not in best or r["rows_per_s"] > best[depth]["rows_per_s"]:
-                            best[depth] = r
-                for depth, r in best.items():
+                rounds = [{depth: load(address, rows, batch, depth, args.concurrency, args.requests, args.seconds)
+                           for depth in depths} for _ in range(args.repeats)]
+                for depth in depths:
+                    r = sorted((rnd[depth] for rnd in rounds), key=lambda x: x["rows_per_s"])[len(rounds) // 2]
+                    # the throughput ratio to the first depth within each round (measured side by side), median
+                    ratio = float(np.median([rnd[depths[0]]["rows_per_s"] / rnd[depth]["rows_per_s"] for rnd in rounds]))
                     print(f"| {meta['model']} ({Path(run).name}) | {depth or '-'} | {batch} | {r['requests']} | "
                           f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_pass']:.1f} | "
-                          f"{r['ms_per_pass']:.2f} | {r['model_share']:.0%} |", flush=True)
+                          f"{r['ms_per_pass']:.2f} | {r['model_share']:.0%} | "
+                          f"{'-' if depth == depths[0] else f'{ratio:.2f}x'} |", flush=True)
         finally:
             proc.terminate()
             proc.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,12 @@ def raw_rows(tiny_data, split="test", n=40):
                 row[f.name] = token(f.vocab, int(part.column(f.name)[r]))
         rows.append(row)
     return rows
+
+
+def load_script(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

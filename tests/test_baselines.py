@@ -4,7 +4,6 @@ against hand computations. Small configs keep the whole file fast on two CPU cor
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from conftest import shared_data
-from helpers import raw_rows
+from helpers import load_script, raw_rows
 from loopctr.cli.main import main
 from loopctr.errors import UserError
 from loopctr.models import build_model, model_class
@@ -334,14 +333,6 @@ def test_amazon_beauty_tiny_mode(name, beauty_tiny, tmp_path):
 
 
 # -- benchmarks/bench.py ---------------------------------------------------------------------------------
-def load_script(name: str):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_runs_models_over_seeds_and_prints_a_leaderboard(tiny_data, tmp_path, capsys):
     bench = load_script("bench")
     settings = [*FAST[1:], "dcnv2:parallel_dnn_hidden_units=[16]", "dnn:hidden_units=[16]"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import raw_rows
+from helpers import load_script, raw_rows
 from loopctr.cli.main import main
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader
@@ -273,19 +273,27 @@ def test_an_export_directory_is_served_at_its_depth(loop_run, tiny_data, tmp_pat
 
 
 def test_depth_speed_benchmark_times_every_depth(loop_run):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "depth_speed.py"
-    spec = importlib.util.spec_from_file_location("depth_speed", path)
-    depth_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(depth_speed)
+    depth_speed = load_script("depth_speed")
     model, batches, seen = depth_speed.load_batches(loop_run, "test", 64, 100)
     assert seen >= 100 and len(batches) == -(-seen // 64)
     speeds = depth_speed.samples_per_s(model, batches, seen, [1, 3], repeats=1)
     assert sorted(speeds) == [1, 3] and all(s > 0 for s in speeds.values())
     wider, _, _ = depth_speed.load_batches(loop_run, "test", 64, 100, ["n_loop_layers=2"])
     assert wider.parameter_counts()["dense"] > model.parameter_counts()["dense"]
+
+
+def test_serve_load_benchmark_reads_forward_passes_from_metrics(loop_run, tiny_data):
+    serve_load = load_script("serve_load")
+    running = RunningServer(loop_run)
+    try:
+        address = running.url.split("//")[1]
+        r = serve_load.load(address, raw_rows(tiny_data, n=20), batch=5, depth=2, concurrency=2, requests=8,
+                            seconds=30)
+        assert r["requests"] == 8 and r["rows_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
+        assert 5 <= r["rows_per_pass"] <= 10 and r["ms_per_pass"] > 0 and 0 < r["model_share"] <= 1
+        assert serve_load.forward_totals(address)[1] == 8 * 5 + 5  # the warm-up request too
+    finally:
+        running.stop()
 
 
 def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
