@@ -47,7 +47,7 @@ def time_prepare(split: Path, repeats: int = 3) -> tuple[float, int, Path]:
 def time_model(data: PreparedDataset, model_name: str, overrides: list[str], steps: int) -> tuple[float, float]:
     run = build_run_config(model_name, overrides=overrides)
     torch.manual_seed(0)
-    model = build_model(model_name, data.schema, data.vocab_sizes, run.model)
+    model = build_model(model_name, data.schema, data.vocab_sizes, run.model, data.pretrained_vectors())
     opt = build_optimizer(model, run.train)
     loader = BatchLoader(data.split("train"), run.train.batch_size, run.data, shuffle=True, seed=0)
     batches = loader.batches()

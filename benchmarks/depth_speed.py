@@ -33,9 +33,10 @@ def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: lis
         from loopctr.models import build_model
 
         config = apply_overrides(run.model, list(model_set), where="--model-set")
-        model = build_model(run.model_name, data.schema, data.vocab_sizes, config).eval()
+        model = build_model(run.model_name, data.schema, data.vocab_sizes, config, data.pretrained_vectors()).eval()
     else:
-        model, _ = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint)
+        model, _ = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint,
+                                   data.pretrained_dims)
     loader = BatchLoader(data.split(split), batch_size, run.data)
     batches, seen = [], 0
     for batch in loader.batches():

@@ -91,3 +91,46 @@ def test_bad_sequence_names_line_before_the_holdout(tmp_path):
     (tmp_path / "src" / "train.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=r"train.csv:61, column 'pos_items': malformed sequence"):
         prepare_dataset("kuaivideo-x1", tmp_path / "out", source_dir=tmp_path / "src", **quiet)
+
+
+# -- the models read the prepared vectors ---------------------------------------------------------------
+@pytest.mark.parametrize("usage,trainable", [("init", 0), ("sum", 1), ("concat", 1)])
+def test_pretrained_table_usages(usage, trainable):
+    import torch
+
+    from loopctr.layers.embedding import PretrainedTable
+
+    table = PretrainedTable(10, 6, 4, usage, freeze=True)
+    ids = torch.tensor([[0, 3, 9]])
+    assert table(ids).shape == (1, 3, 4)
+    assert not table.vectors.weight.requires_grad
+    table(ids).sum().backward()
+    assert table.vectors.weight.grad is None
+    assert (table.id_table is not None) == bool(trainable)
+    same_size = PretrainedTable(10, 4, 4, "init")
+    same_size.vectors.weight.data.normal_()
+    torch.testing.assert_close(same_size(ids), same_size.vectors.weight[ids])  # no projection needed
+
+
+def test_training_uses_the_pretrained_vectors_and_runs_serve_them(tmp_path):
+    import torch
+
+    from loopctr.cli.main import main
+    from loopctr.serve.predictor import Predictor
+
+    vectors = write_fixture(tmp_path / "src", rows=200)
+    np.savez(tmp_path / "src" / "item_visual_emb_dim64.npz", key=np.arange(15), value=vectors)
+    prepare_dataset("kuaivideo-x1", tmp_path / "data", source_dir=tmp_path / "src", **quiet)
+    prepared = np.load(tmp_path / "data" / "pretrained" / "item_emb.npy")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "data"), "--model", "dnn", "--out", str(run), "epochs=1",
+                 "batch_size=32", "threads=1", "embedding_dim=8", "hidden_units=[8]", "monitor=auc"]) == 0
+    model = Predictor(run).model
+    table = model.embedding.tables["item_emb"]
+    torch.testing.assert_close(table.vectors.weight, torch.from_numpy(prepared))  # frozen: still the vectors
+    assert table.proj.in_features == 64 and table.proj.out_features == 8
+    assert main(["evaluate", "--run", str(run), "--data", str(tmp_path / "data")]) == 0
+    assert main(["train", "--data", str(tmp_path / "data"), "--model", "dnn", "--out", str(tmp_path / "none"),
+                 "epochs=1", "batch_size=32", "threads=1", "embedding_dim=8", "hidden_units=[8]",
+                 "monitor=auc", "pretrained_usage=none"]) == 0
+    assert isinstance(Predictor(tmp_path / "none").model.embedding.tables["item_emb"], torch.nn.Embedding)

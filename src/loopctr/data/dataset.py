@@ -47,6 +47,11 @@ class ArraySplit(SplitData):
         self._columns = columns
 
 
+def pretrained_dims(meta: dict) -> dict[str, int]:
+    """Vocabulary -> pretrained vector size, from the metadata (schema.json) of a prepared dataset or a run."""
+    return {name: int(info["dim"]) for name, info in meta.get("pretrained", {}).items()}
+
+
 class PreparedDataset:
     def __init__(self, path):
         self.path = Path(path)
@@ -79,6 +84,15 @@ class PreparedDataset:
         if name not in self.meta["splits"]:
             raise UserError(f"{self.path}: no split '{name}' (has {self.split_names})")
         return SplitData(self.path / name, self.schema, self.meta["splits"][name]["rows"])
+
+    @property
+    def pretrained_dims(self) -> dict[str, int]:
+        """Vocabulary -> size of its pretrained vectors (e.g. KuaiVideo_x1's visual item embeddings)."""
+        return pretrained_dims(self.meta)
+
+    def pretrained_vectors(self) -> dict[str, np.ndarray]:
+        """Vocabulary -> its pretrained vectors, row i for id i (rows 0 and 1, padding and OOV, are zeros)."""
+        return {name: np.load(self.path / info["file"]) for name, info in self.meta.get("pretrained", {}).items()}
 
     @cached_property
     def vocabularies(self) -> dict[str, list[str]]:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from loopctr.data.schema import Schema
+from loopctr.errors import UserError
 
 
 class FeatureEmbedding(nn.Module):
@@ -25,8 +26,30 @@ class FeatureEmbedding(nn.Module):
         self.numeric = nn.Embedding(len(self.numeric_fields), dim) if self.numeric_fields else None
         self.reset_parameters()
 
+    def use_pretrained(self, dims: dict[str, int], usage: str = "init", freeze: bool = True) -> None:
+        """Replace the tables of the vocabularies in `dims` (name -> vector size) by `PretrainedTable`s; their
+        vectors are zeros until `load_pretrained` (a fresh run) or a checkpoint (a trained one) fills them."""
+        for name, pretrained_dim in dims.items():
+            if name not in self.tables:
+                raise UserError(f"pretrained vectors for '{name}', which is not a vocabulary of the schema")
+            vocab_size = self.tables[name].num_embeddings
+            self.tables[name] = PretrainedTable(vocab_size, pretrained_dim, self.dim, usage, freeze)
+
+    def load_pretrained(self, vectors: dict) -> None:
+        """Copy prepared vectors (name -> (vocab_size, dim) array) into their `PretrainedTable`s."""
+        for name, matrix in vectors.items():
+            table = self.tables[name]
+            if isinstance(table, PretrainedTable):
+                with torch.no_grad():
+                    table.vectors.weight.copy_(torch.as_tensor(matrix))
+
+    def id_tables(self) -> list[nn.Embedding]:
+        """The trainable id-embedding tables (not the pretrained vectors)."""
+        tables = [t.id_table if isinstance(t, PretrainedTable) else t for t in self.tables.values()]
+        return [t for t in tables if t is not None]
+
     def reset_parameters(self):
-        for table in self.tables.values():
+        for table in self.id_tables():
             nn.init.normal_(table.weight, std=self.init_std)
             with torch.no_grad():
                 table.weight[0].zero_()
@@ -53,6 +76,35 @@ class FeatureEmbedding(nn.Module):
         their real events."""
         emb = self(batch, fields)
         return [masked_mean(v, batch[name] != 0) if v.dim() == 3 else v for name, v in emb.items()]
+
+
+class PretrainedTable(nn.Module):
+    """Embeds ids through pretrained vectors (FuxiCTR's PretrainedEmbedding usages), output size `dim`.
+
+    init: the vectors (through a Linear when their size is not `dim`); sum: a trainable id embedding plus the
+    projected vectors; concat: the id embedding and the vectors, concatenated, through a Linear. Row 0
+    (padding) and rows without a vector are zeros in the prepared matrix.
+    """
+
+    def __init__(self, vocab_size: int, pretrained_dim: int, dim: int, usage: str = "init", freeze: bool = True):
+        super().__init__()
+        if usage not in ("init", "sum", "concat"):
+            raise UserError(f"pretrained usage '{usage}' is not one of ['init', 'sum', 'concat']")
+        self.usage = usage
+        self.vectors = nn.Embedding(vocab_size, pretrained_dim, padding_idx=0)
+        nn.init.zeros_(self.vectors.weight)
+        self.vectors.weight.requires_grad_(not freeze)
+        self.id_table = nn.Embedding(vocab_size, dim, padding_idx=0) if usage != "init" else None
+        in_dim = pretrained_dim + (dim if usage == "concat" else 0)
+        self.proj = nn.Linear(in_dim, dim, bias=False) if in_dim != dim or usage == "concat" else None
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.vectors(ids)
+        if self.usage == "concat":
+            return self.proj(torch.cat([self.id_table(ids), x], dim=-1))
+        if self.proj is not None:
+            x = self.proj(x)
+        return x + self.id_table(ids) if self.usage == "sum" else x
 
 
 def masked_mean(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,17 @@ def model_class(name: str) -> type[CTRModel]:
     return MODELS[name]
 
 
-def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None) -> CTRModel:
+def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None,
+                pretrained: dict | None = None) -> CTRModel:
+    """A freshly initialised model. `pretrained` maps vocabularies to their pretrained vectors: arrays (copied
+    in), or just their sizes (tables of that shape, for weights that a checkpoint will fill)."""
     cls = model_class(name)
     model = cls(schema, vocab_sizes, config or cls.config_class())
+    if pretrained:
+        model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
     model.reset_parameters()
+    if pretrained and model.config.pretrained_usage != "none":
+        model.embedding.load_pretrained({name: v for name, v in pretrained.items() if not isinstance(v, int)})
     return model
 
 

@@ -8,6 +8,7 @@ training loss). Models never read files and know nothing of the trainer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,11 @@ from loopctr.layers.mlp import ACTIVATIONS, MLP
 @dataclass
 class ModelConfig:
     embedding_dim: int = 64
+    # pretrained vectors of a prepared dataset (e.g. KuaiVideo_x1's visual item embeddings), FuxiCTR's usages:
+    # "init" (the vectors, through a trainable Linear when their size is not embedding_dim), "sum" (an id
+    # embedding plus the projected vectors), "concat" (both, concatenated and projected), "none" (not used)
+    pretrained_usage: Literal["init", "sum", "concat", "none"] = "init"
+    pretrained_freeze: bool = True  # the vectors themselves are not trained
 
     def validate(self):
         if self.embedding_dim < 1:
@@ -59,6 +65,12 @@ class CTRModel(nn.Module):
         self.schema = schema
         self.config = config
         self.embedding = FeatureEmbedding(schema, vocab_sizes, config.embedding_dim)
+
+    def use_pretrained(self, dims: dict[str, int]) -> None:
+        """Give the vocabularies in `dims` (name -> vector size) pretrained-vector tables, as configured."""
+        c = self.config
+        if c.pretrained_usage != "none":
+            self.embedding.use_pretrained(dims, c.pretrained_usage, c.pretrained_freeze)
 
     def reset_parameters(self):
         """FuxiCTR's initialisation: Xavier-normal Linear weights, zero biases; embeddings N(0, 1e-4)."""

@@ -73,7 +73,7 @@ class DLRM(CTRModel):
         super().reset_parameters()
         if self.config.embedding_init == "dlrm":
             with torch.no_grad():
-                for table in self.embedding.tables.values():
+                for table in self.embedding.id_tables():
                     bound = table.weight.shape[0] ** -0.5
                     table.weight.uniform_(-bound, bound)
                     table.weight[0].zero_()

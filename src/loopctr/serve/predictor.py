@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from loopctr.data.dataset import ArraySplit
+from loopctr.data.dataset import ArraySplit, pretrained_dims
 from loopctr.data.loader import BatchLoader
 from loopctr.data.prepare import LABEL, TokenIndex, encode_features
 from loopctr.data.schema import schema_from_dict
@@ -50,7 +50,7 @@ def load_run(run_dir):
     run, _ = load_run_config(run_dir)
     meta, vocabs = read_schema_and_vocabs(run_dir)
     model, _ = ckpt.load_best_model(run_dir, run, schema_from_dict(meta["schema"]), meta["vocab_sizes"],
-                                    meta["fingerprint"])
+                                    meta["fingerprint"], pretrained_dims(meta))
     return run, meta, vocabs, model
 
 

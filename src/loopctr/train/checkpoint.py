@@ -70,11 +70,13 @@ def load(path: Path, expected_fingerprint: str | None = None) -> dict:
     return ckpt
 
 
-def load_best_model(run_dir, run, schema, vocab_sizes: dict, fingerprint: str):
-    """The model of a run config with the run's best weights, in eval mode; and the best.pt state."""
+def load_best_model(run_dir, run, schema, vocab_sizes: dict, fingerprint: str,
+                    pretrained_dims: dict[str, int] | None = None):
+    """The model of a run config with the run's best weights, in eval mode; and the best.pt state.
+    `pretrained_dims`: the sizes of the dataset's pretrained vectors (their values are in the checkpoint)."""
     from loopctr.models import build_model
 
     state = load(Path(run_dir) / BEST, fingerprint)
-    model = build_model(run.model_name, schema, vocab_sizes, run.model)
+    model = build_model(run.model_name, schema, vocab_sizes, run.model, pretrained_dims)
     model.load_state_dict(state["model"])
     return model.eval(), state

@@ -118,7 +118,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
     run_dir = Path(run_dir)
     run, saved_data = load_run_config(run_dir)
     data = PreparedDataset(data_dir or saved_data or "")
-    model, state = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint)
+    model, state = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint, data.pretrained_dims)
     depth_list = resolve_depths(depths, model.trained_depths())
     if depth_list is not None:
         model.set_eval_depths(depth_list[-1])
