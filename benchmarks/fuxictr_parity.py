@@ -238,6 +238,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-fuxictr", action="store_true", help="run our side only")
     p.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "loopctr-fuxictr-venv")
     args = p.parse_args(argv)
+    args.split, args.out = args.split.resolve(), args.out.resolve()  # FuxiCTR's driver runs in another directory
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
