@@ -47,7 +47,7 @@ def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: lis
     return model, batches, seen
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as the server scores
 def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int) -> dict[int, float]:
     """Best-of-`repeats` samples/s at every depth, the depths interleaved within each repeat so that a slow
     spell of a shared machine does not fall on one depth only."""
