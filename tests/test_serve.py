@@ -151,7 +151,8 @@ def test_kept_alive_connection_serves_good_bad_and_good_requests(server, din_run
 def test_unknown_endpoint(server):
     assert _request(server + "/nope")[0] == 404
     assert _request(server + "/predict")[0] == 405  # GET
-    assert 'loopctr_batch_seconds_count' in _request(server + "/metrics")[1]
+    metrics = _request(server + "/metrics")[1]
+    assert 'loopctr_batch_seconds_count' in metrics and 'path="other",code="404"' in metrics and "/nope" not in metrics
 
 
 def test_oversized_body_is_refused_before_reading_and_the_connection_closed(server):

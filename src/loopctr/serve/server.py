@@ -20,6 +20,7 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class ServeConfig:
     keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
 
 
+ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 8, 32, 128, 512, 2048, 8192)
 
@@ -104,7 +106,7 @@ class MicroBatcher:
     def __init__(self, predictor: Predictor, config: ServeConfig, metrics: Metrics):
         self.predictor, self.config, self.metrics = predictor, config, metrics
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="loopctr-model")
-        self.queued: list[Job] = []
+        self.queued: deque[Job] = deque()
         self.busy = False  # a batch is being scored, or a wait for company is armed
 
     def submit(self, job: Job) -> None:
@@ -119,7 +121,7 @@ class MicroBatcher:
     def _start(self) -> None:
         jobs, rows = [], 0
         while self.queued and (not jobs or rows + self.queued[0].rows <= self.config.max_batch_rows):
-            jobs.append(self.queued.pop(0))
+            jobs.append(self.queued.popleft())
             rows += jobs[-1].rows
         jobs = [j for j in jobs if not j.future.done()]  # timed-out requests are not scored
         if not jobs:
@@ -128,7 +130,7 @@ class MicroBatcher:
         scored = asyncio.get_running_loop().run_in_executor(self.model_thread, self._score, jobs)
         scored.add_done_callback(lambda done: self._finish(jobs, done))
 
-    def _score(self, jobs: list[Job]) -> tuple[list, list[int]]:
+    def _score(self, jobs: list[Job]) -> tuple[list, list[tuple[int, float]]]:
         """On the model thread: one forward pass per depth. (predictions or exception per job, forward passes)."""
         answers: dict[int, object] = {}
         passes = []  # (rows, seconds) of every forward pass
@@ -194,7 +196,7 @@ class ScoringApp:
             code, rows = 200, 0
             body = {"/health": lambda: {"status": "ok"}, "/metadata": self.predictor.metadata,
                     "/metrics": self.metrics.render}[path]()
-        elif path in ("/predict", "/health", "/metadata", "/metrics"):
+        elif path in ENDPOINTS:
             code, body, rows = 405, {"error": f"{method} {path} is not allowed; use POST /predict, GET others"}, 0
         else:
             code, body, rows = 404, {"error": f"no endpoint {path}; use POST /predict, GET /health, /metadata, "
@@ -208,7 +210,8 @@ class ScoringApp:
             headers.append((b"connection", b"close"))  # an unread body makes the connection unusable
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": data})
-        self.metrics.request(path, code, time.perf_counter() - started, rows)
+        # unknown paths are counted together: a label per probed path would grow the metrics without bound
+        self.metrics.request(path if path in ENDPOINTS else "other", code, time.perf_counter() - started, rows)
 
     async def _read_body(self, scope, receive) -> bytes:
         limit = self.config.max_body_bytes
