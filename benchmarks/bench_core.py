@@ -1,7 +1,7 @@
-"""Core speed benchmark: prepare rows/s, then train and eval samples/s of DNN, DIN and LoopCTR on the Amazon
-Beauty reference split (BARS AmazonElectronics_x1 settings), with DIN's plain padded attention (FuxiCTR's
-compute) measured side by side with the packed one, and LoopCTR trained with 1 or 3 loop passes and
-evaluated at depth 1 or 3.
+"""Core speed benchmark: prepare rows/s, then train and eval samples/s of DNN, DIN, LoopCTR and the baselines
+on the Amazon Beauty reference split (BARS AmazonElectronics_x1 settings), with DIN's plain padded attention
+(FuxiCTR's compute) measured side by side with the packed one, and LoopCTR trained with 1 or 3 loop passes
+and evaluated at depth 1 or 3.
 
     python benchmarks/bench_core.py [--split DIR] [--steps 60] [--threads 2] [--only LoopCTR]
 
@@ -79,7 +79,8 @@ def main():
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="", help="run only the cases whose label contains this text")
+    parser.add_argument("--only", default="", help="run only the cases whose label contains one of these "
+                                                    "comma-separated texts")
     args = parser.parse_args()
     if not args.split.is_dir():
         raise SystemExit(f"{args.split}: not found (the Amazon Beauty reference split, ../shared/data)")
@@ -98,8 +99,10 @@ def main():
         ("LoopCTR(1/1) max_len 50", "loopctr", ["max_len=50", "train_loops=1", "infer_loops=1"]),
         ("LoopCTR(1/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=1"]),
         ("LoopCTR(3/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=3"]),
+        *((f"{name} max_len 50", name, ["max_len=50"])  # the baselines, default settings, as in the leaderboard
+          for name in ("dcnv2", "dlrm", "wukong", "fat", "bst", "onetrans", "hstu", "mtgr", "suan")),
     ]
-    cases = [c for c in cases if args.only in c[0]]
+    cases = [c for c in cases if any(text in c[0] for text in args.only.split(","))]
     print("| model | train samples/s | eval samples/s |\n|---|---|---|")
     for label, name, overrides in cases:
         train_speed, eval_speed = time_model(data, name, overrides, args.steps)
