@@ -198,16 +198,21 @@ def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(di
         running.stop()
 
 
+def assert_export_matches_eager(run, export_dir, tiny_data, n: int, **forward_kwargs):
+    """The TorchScript program of `export_dir` and the run's eager model give the same probabilities."""
+    exported = torch.jit.load(str(export_dir / "model.pt"))
+    predictor = Predictor(run)
+    batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=n)))
+    batch = {k: v for k, v in batch.items() if not k.startswith("_")}
+    with torch.no_grad():
+        eager = torch.sigmoid(predictor.model(batch, **forward_kwargs)["logits"])
+    torch.testing.assert_close(exported(batch), eager, rtol=1e-5, atol=1e-6)
+
+
 def test_torchscript_export_matches_eager(din_run, tiny_data):
     assert main(["export", "--run", str(din_run), "--format", "torchscript"]) == 0
-    exported = torch.jit.load(str(din_run / "export-torchscript" / "model.pt"))
-    predictor = Predictor(din_run)
     for n in (3, 40):  # other batch sizes and sequence widths than the traced example
-        batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=n)))
-        batch = {k: v for k, v in batch.items() if not k.startswith("_")}
-        with torch.no_grad():
-            eager = torch.sigmoid(predictor.model(batch)["logits"])
-        torch.testing.assert_close(exported(batch), eager, rtol=1e-5, atol=1e-6)
+        assert_export_matches_eager(din_run, din_run / "export-torchscript", tiny_data, n)
     assert {"model.pt", "schema.json", "vocab", "config.yaml", "export.json"} <= {
         p.name for p in (din_run / "export-torchscript").iterdir()}
     assert main(["export", "--run", str(din_run)]) == 2  # never overwrites
@@ -299,11 +304,5 @@ def test_serve_load_benchmark_reads_forward_passes_from_metrics(loop_run, tiny_d
 
 def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
     assert main(["export", "--run", str(loop_run), "--depth", "2"]) == 0
-    exported = torch.jit.load(str(loop_run / "export-torchscript-depth2" / "model.pt"))
-    predictor = Predictor(loop_run)
-    batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=25)))
-    batch = {k: v for k, v in batch.items() if not k.startswith("_")}
-    with torch.no_grad():
-        eager = torch.sigmoid(predictor.model(batch, depth=2)["logits"])
-    torch.testing.assert_close(exported(batch), eager, rtol=1e-5, atol=1e-6)
+    assert_export_matches_eager(loop_run, loop_run / "export-torchscript-depth2", tiny_data, 25, depth=2)
     assert main(["export", "--run", str(loop_run), "--depth", "9"]) == 2
