@@ -1,4 +1,5 @@
-"""Summarise run directories (each with metrics.json) as a markdown table: mean ± std over seeds.
+"""Summarise run directories (each with metrics.json) as a markdown table: mean ± std over seeds, best mean
+test AUC first.
 
     python benchmarks/summarize.py RUNS_DIR     # run dirs named <config>-s<seed>
 
@@ -54,7 +55,7 @@ def main(root: str):
     print("| config | seeds | test AUC | gAUC | logloss | NE | best valid AUC | best epoch | dense params | "
           "embedding params | train samples/s | eval samples/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, runs in groups.items():
+    for name, runs in sorted(groups.items(), key=lambda g: -np.mean([r["auc"] for r in g[1]])):  # best first
         col = lambda k: np.array([r[k] for r in runs], dtype=float)  # noqa: E731
         ms = lambda k: mean_std(col(k))  # noqa: E731
         valid = np.array([r["valid"]["auc"] for r in runs])
