@@ -6,11 +6,12 @@ client would). Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty te
 and latency, each row reports what the server's /metrics say about the same window: rows per forward pass (how
 much micro-batching merged requests), milliseconds per forward pass (encoding + model) and the model's share of
 the wall time; the rest is HTTP, JSON, validation and hand-over. The last column is the throughput of the first
-depth over this one, per round (the depths run side by side), median over rounds.
+depth over this one, per round (the depths run side by side), median over rounds. `--pin` puts the server on
+the first CPU and the client on the others, so that on a small machine they do not take turns on one core.
 
     python benchmarks/serve_load.py --run RUN [--run RUN2 ...] --csv path/test.csv [--depths 1,3]
         [--batch-sizes 1,32,512] [--concurrency 4] [--requests 200] [--seconds 20] [--max-wait-ms 0] [--server-threads 1]
-        [--repeats 3]
+        [--repeats 3] [--pin]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import csv
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -29,10 +31,13 @@ from pathlib import Path
 import numpy as np
 
 
-def start_server(run: str, max_wait_ms: float, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, max_wait_ms: float, threads: int,
+                 cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """`loopctr serve` on a free port (on the CPUs `cpus` only, if given); (process, host:port)."""
     proc = subprocess.Popen([sys.executable, "-m", "loopctr.cli.main", "serve", "--run", run, "--port", "0",
                              "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     line = proc.stdout.readline()
     if "http://" not in line:
         proc.kill()
@@ -118,15 +123,24 @@ def main():
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batching wait")
     p.add_argument("--server-threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
+    p.add_argument("--pin", action="store_true",
+                   help="the server on the first CPU, this client on the others (so that they do not take turns)")
     p.add_argument("--repeats", type=int, default=1,
                    help="rounds per batch size, depths side by side in each; the median round is shown")
     args = p.parse_args()
+    server_cpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least two CPUs")
+        server_cpus = {cpus[0]}
+        os.sched_setaffinity(0, set(cpus[1:]))
     with open(args.csv, newline="") as fh:
         rows = [r for _, r in zip(range(5000), csv.DictReader(fh))]
     print("| run | depth | batch | requests | rows/s | p50 ms | p99 ms | rows per forward | ms per forward | "
           "model share | first depth / this |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for run in args.run:
-        proc, address = start_server(run, args.max_wait_ms, args.server_threads)
+        proc, address = start_server(run, args.max_wait_ms, args.server_threads, server_cpus)
         try:
             meta = json.loads(urllib.request.urlopen(f"http://{address}/metadata").read())
             print(f"| {meta['model']} ({Path(run).name}) | GET /health, 1 connection | - | 200 | - | "

@@ -170,7 +170,8 @@ def test_oversized_body_is_refused_before_reading_and_the_connection_closed(serv
 
 
 def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(din_run, tiny_data):
-    running = RunningServer(din_run, request_timeout_s=0.3)
+    # inline_rows=0: every batch goes to the model thread (a batch scored on the event loop cannot time out)
+    running = RunningServer(din_run, request_timeout_s=0.3, inline_rows=0)
     predictor = running.server.app.predictor
     score = predictor.predict_columns
     rows = raw_rows(tiny_data, n=3)

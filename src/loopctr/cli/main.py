@@ -60,8 +60,9 @@ def cmd_serve(args):
         import torch
 
         torch.set_num_threads(args.threads)
+    inline = {} if args.inline_rows is None else {"inline_rows": args.inline_rows}
     serve(args.run, ServeConfig(host=args.host, port=args.port, max_wait_ms=args.max_wait_ms,
-                                max_request_rows=args.max_request_rows))
+                                max_request_rows=args.max_request_rows, **inline))
 
 
 def cmd_export(args):
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wait-ms", type=float, default=0.0,
                    help="how long the micro-batcher waits for more requests (0: batches what is already queued)")
     s.add_argument("--max-request-rows", type=int, default=4096)
+    s.add_argument("--inline-rows", type=int,
+                   help="batches of at most this many rows (default 64) are scored on the event-loop thread, "
+                        "larger ones on the model thread (0: all on the model thread)")
     s.add_argument("--threads", type=int, default=0, help="torch intra-op threads for scoring (0: torch's default)")
     s.set_defaults(func=cmd_serve)
 

@@ -1,13 +1,15 @@
 """`loopctr serve`: an HTTP JSON scoring service over a trained run or an export.
 
 uvicorn (with the httptools parser) runs a plain ASGI application: one event-loop thread parses requests,
-validates their rows and answers them; one model thread scores micro-batches. Threads do not grow with
+validates their rows, scores small batches and answers; one model thread scores large batches (while the loop
+keeps answering /health and queueing requests). Threads do not grow with
 connections, and idle kept-alive connections are closed after `keep_alive_s`. (FastAPI would add a schema
 layer that the field-by-field validation of `Predictor.validate` already covers, with better messages.)
 
-Micro-batching: while the model thread scores a batch, arriving requests queue; when it finishes, everything
-queued (up to `max_batch_rows` rows) becomes the next batch, one forward pass per requested depth. With
-`max_wait_ms` > 0 an idle server also waits that long for company before scoring a first request.
+Micro-batching: the requests read in one turn of the event loop form a batch; requests that arrive while a
+batch is scored queue, and everything queued (up to `max_batch_rows` rows) becomes the next batch, one forward
+pass per requested depth. With `max_wait_ms` > 0 an idle server also waits that long for company before
+scoring a first request.
 
     POST /predict  {"rows": [{field: raw value, ...}, ...], "depth": optional int}  -> {"predictions": [...]}
     GET  /health   GET /metadata   GET /metrics (Prometheus text format)
@@ -39,6 +41,10 @@ class ServeConfig:
     max_body_bytes: int = 16 << 20
     request_timeout_s: float = 30.0
     keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
+    # batches of at most this many rows are scored on the event-loop thread itself, larger ones on the model
+    # thread (so that the loop keeps answering meanwhile): for small batches the hand-over, and the two
+    # threads taking turns on the GIL at every operator, cost 10-25% of the throughput (BENCHMARKS.md)
+    inline_rows: int = 64
 
 
 ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics")
@@ -101,22 +107,24 @@ class Job:
 
 
 class MicroBatcher:
-    """Queues jobs on the event loop and scores them in batches on one model thread."""
+    """Queues jobs on the event loop and scores them in batches: small ones on the loop itself, large ones on
+    one model thread (see `ServeConfig.inline_rows`)."""
 
     def __init__(self, predictor: Predictor, config: ServeConfig, metrics: Metrics):
         self.predictor, self.config, self.metrics = predictor, config, metrics
         self.model_thread = ThreadPoolExecutor(1, thread_name_prefix="loopctr-model")
         self.queued: deque[Job] = deque()
-        self.busy = False  # a batch is being scored, or a wait for company is armed
+        self.busy = False  # a batch is being scored or about to be
 
     def submit(self, job: Job) -> None:
         self.queued.append(job)
         if not self.busy:
             self.busy = True
+            loop = asyncio.get_running_loop()
             if self.config.max_wait_ms > 0 and job.rows < self.config.max_batch_rows:
-                asyncio.get_running_loop().call_later(self.config.max_wait_ms / 1000.0, self._start)
+                loop.call_later(self.config.max_wait_ms / 1000.0, self._start)
             else:
-                self._start()
+                loop.call_soon(self._start)  # after the other requests read in this turn of the loop: they join
 
     def _start(self) -> None:
         jobs, rows = [], 0
@@ -126,12 +134,14 @@ class MicroBatcher:
         jobs = [j for j in jobs if not j.future.done()]  # timed-out requests are not scored
         if not jobs:
             self._next()
-            return
-        scored = asyncio.get_running_loop().run_in_executor(self.model_thread, self._score, jobs)
-        scored.add_done_callback(lambda done: self._finish(jobs, done))
+        elif sum(j.rows for j in jobs) <= self.config.inline_rows:
+            self._finish(jobs, *self._score(jobs))
+        else:
+            scored = asyncio.get_running_loop().run_in_executor(self.model_thread, self._score, jobs)
+            scored.add_done_callback(lambda done: self._finish_from_thread(jobs, done))
 
     def _score(self, jobs: list[Job]) -> tuple[list, list[tuple[int, float]]]:
-        """On the model thread: one forward pass per depth. (predictions or exception per job, forward passes)."""
+        """One forward pass per depth. (predictions or exception per job, forward passes)."""
         answers: dict[int, object] = {}
         passes = []  # (rows, seconds) of every forward pass
         for depth in dict.fromkeys(j.depth for j in jobs):
@@ -150,11 +160,14 @@ class MicroBatcher:
                 start += j.rows
         return [answers[id(j)] for j in jobs], passes
 
-    def _finish(self, jobs: list[Job], done: asyncio.Future) -> None:
+    def _finish_from_thread(self, jobs: list[Job], done: asyncio.Future) -> None:
         try:
             answers, passes = done.result()
         except Exception as exc:  # the model thread itself failed (e.g. shut down): fail the batch, not the loop
             answers, passes = [exc] * len(jobs), []
+        self._finish(jobs, answers, passes)
+
+    def _finish(self, jobs: list[Job], answers: list, passes: list[tuple[int, float]]) -> None:
         for rows, seconds in passes:
             self.metrics.batch_rows.observe(rows)
             self.metrics.batch_seconds.observe(seconds)
@@ -168,8 +181,8 @@ class MicroBatcher:
         self._next()
 
     def _next(self) -> None:
-        if self.queued:
-            self._start()  # what queued during the batch forms the next one at once
+        if self.queued:  # what queued during the batch forms the next one, once the loop has read what arrived
+            asyncio.get_running_loop().call_soon(self._start)
         else:
             self.busy = False
 
