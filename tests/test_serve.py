@@ -169,6 +169,17 @@ def test_oversized_body_is_refused_before_reading_and_the_connection_closed(serv
     conn.close()
 
 
+def test_garbage_on_the_socket_gets_400_and_the_server_keeps_serving(server, tiny_data):
+    import socket
+
+    host, port = server.split("//")[1].split(":")
+    for garbage in (b"\x00\xff not http at all\r\n\r\n", b"POST /predict HTTP/1.1\r\nContent-Length: zz\r\n\r\n"):
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(garbage)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 400")
+    assert _request(server + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 200
+
+
 def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(din_run, tiny_data):
     # inline_rows=0: every batch goes to the model thread (a batch scored on the event loop cannot time out)
     running = RunningServer(din_run, request_timeout_s=0.3, inline_rows=0)
