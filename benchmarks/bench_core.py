@@ -100,7 +100,7 @@ def main():
         ("LoopCTR(1/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=1"]),
         ("LoopCTR(3/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=3"]),
         *((f"{name} max_len 50", name, ["max_len=50"])  # the baselines, default settings, as in the leaderboard
-          for name in ("dcnv2", "dlrm", "wukong", "fat", "bst", "onetrans", "hstu", "mtgr", "suan")),
+          for name in ("dnn", "dcnv2", "dlrm", "wukong", "fat", "bst", "onetrans", "hstu", "mtgr", "suan")),
     ]
     cases = [c for c in cases if any(text in c[0] for text in args.only.split(","))]
     print("| model | train samples/s | eval samples/s |\n|---|---|---|")
