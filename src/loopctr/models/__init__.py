@@ -36,7 +36,7 @@ def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = Non
     if pretrained:
         model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
     model.reset_parameters()
-    if pretrained and model.config.pretrained_usage != "none":
+    if pretrained:  # arrays only; tables without pretrained vectors (pretrained_usage=none) are skipped
         model.embedding.load_pretrained({name: v for name, v in pretrained.items() if not isinstance(v, int)})
     return model
 

@@ -194,6 +194,8 @@ class ScoringApp:
         self.predictor, self.config = predictor, config
         self.metrics = Metrics()
         self.batcher = MicroBatcher(predictor, config, self.metrics)
+        self.get_routes = {"/health": lambda: {"status": "ok"}, "/metadata": predictor.metadata,
+                           "/metrics": self.metrics.render}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -205,10 +207,8 @@ class ScoringApp:
                 code, body, rows = await self._predict(scope, receive)
             except ConnectionAbortedError:  # the client left before sending its whole body
                 return
-        elif method == "GET" and path in ("/health", "/metadata", "/metrics"):
-            code, rows = 200, 0
-            body = {"/health": lambda: {"status": "ok"}, "/metadata": self.predictor.metadata,
-                    "/metrics": self.metrics.render}[path]()
+        elif method == "GET" and path in self.get_routes:
+            code, body, rows = 200, self.get_routes[path](), 0
         elif path in ENDPOINTS:
             code, body, rows = 405, {"error": f"{method} {path} is not allowed; use POST /predict, GET others"}, 0
         else:

@@ -97,8 +97,9 @@ class Trainer:
             raise UserError(f"train.monitor={self.cfg.monitor} needs gAUC, but dataset '{self.data.schema.name}' "
                             "declares no group field; use monitor=auc")
         torch.manual_seed(self.cfg.seed)
+        pretrained = self.data.pretrained_dims if resume else self.data.pretrained_vectors()  # resume: checkpoint
         self.model = build_model(run.model_name, self.data.schema, self.data.vocab_sizes, run.model,
-                                 self.data.pretrained_vectors()).to(self.env.device)
+                                 pretrained).to(self.env.device)
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.cfg.amp == "fp16" and self.env.device.type == "cuda" else None
         self.train_loader = BatchLoader(self.data.split("train"), self.cfg.batch_size, run.data, shuffle=True,
