@@ -21,6 +21,7 @@ declare -A variant=(  # label -> settings of the loopctr model (on top of the mo
   [final-only]="train_loops=3 supervision=final" [no-hc]="train_loops=3 hc_mode=none"
   [hc-unconstrained]="train_loops=3 hc_mode=hc" [hc-per-layer]="train_loops=3 hc_placement=layer"
   [no-moe]="train_loops=3 n_experts=1"
+  [loop2]="train_loops=3 n_loop_layers=2 n_experts=4"  # loop-dominated: 2 loop layers, 0.73 M dense parameters
 )
 labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe din dnn}
 

@@ -11,6 +11,7 @@ the first CPU and the client on the others, so that on a small machine they do n
 
     python benchmarks/serve_load.py --run RUN [--run RUN2 ...] --csv path/test.csv [--depths 1,3]
         [--batch-sizes 1,32,512] [--concurrency 4] [--requests 200] [--seconds 20] [--max-wait-ms 0] [--server-threads 1]
+        [--chunk-rows N]
         [--repeats 3] [--pin]
 """
 
@@ -31,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 
-def start_server(run: str, max_wait_ms: float, threads: int,
-                 cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, max_wait_ms: float, threads: int, cpus: set[int] | None = None,
+                 chunk_rows: int | None = None) -> tuple[subprocess.Popen, str]:
     """`loopctr serve` on a free port (on the CPUs `cpus` only, if given); (process, host:port)."""
     proc = subprocess.Popen([sys.executable, "-m", "loopctr.cli.main", "serve", "--run", run, "--port", "0",
-                             "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)],
+                             "--max-wait-ms", str(max_wait_ms), "--threads", str(threads)]
+                            + ([] if chunk_rows is None else ["--chunk-rows", str(chunk_rows)]),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     line = proc.stdout.readline()
@@ -122,6 +124,7 @@ def main():
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's micro-batching wait")
+    p.add_argument("--chunk-rows", type=int, help="the server's length-sorted chunk size (default: the server's)")
     p.add_argument("--server-threads", type=int, default=0, help="the server's torch threads (0: torch's default)")
     p.add_argument("--pin", action="store_true",
                    help="the server on the first CPU, this client on the others (so that they do not take turns)")
@@ -140,7 +143,7 @@ def main():
     print("| run | depth | batch | requests | rows/s | p50 ms | p99 ms | rows per forward | ms per forward | "
           "model share | first depth / this |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for run in args.run:
-        proc, address = start_server(run, args.max_wait_ms, args.server_threads, server_cpus)
+        proc, address = start_server(run, args.max_wait_ms, args.server_threads, server_cpus, args.chunk_rows)
         try:
             meta = json.loads(urllib.request.urlopen(f"http://{address}/metadata").read())
             print(f"| {meta['model']} ({Path(run).name}) | GET /health, 1 connection | - | 200 | - | "

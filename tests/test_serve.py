@@ -273,6 +273,20 @@ def test_depth_knob_equals_per_depth_evaluation(loop_run, tiny_data):
             predictor.predict(rows, bad)
 
 
+def test_large_requests_are_scored_in_length_sorted_chunks(loop_run, tiny_data):
+    rows = raw_rows(tiny_data, n=40)
+    whole = Predictor(loop_run, chunk_rows=0)
+    chunked = Predictor(loop_run, chunk_rows=8)
+    widths = []
+    score = chunked._score
+    chunked._score = lambda batch, depth: (widths.append(batch["item_history"].shape[1]), score(batch, depth))[1]
+    for depth in (1, 3):
+        widths.clear()
+        np.testing.assert_allclose(chunked.predict(rows, depth), whole.predict(rows, depth), rtol=1e-5, atol=1e-6)
+        assert len(widths) == 5 and widths == sorted(widths) and widths[0] < widths[-1]  # shortest rows first
+    assert len(Predictor(loop_run).predict(rows)) == 40  # default: 128 rows per chunk, one chunk here
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_an_export_directory_is_served_at_its_depth(loop_run, tiny_data, tmp_path, fmt):
     if fmt == "onnx":

@@ -54,9 +54,10 @@ class BatchLoader:
         self.sequences = [f for f in self.schema.fields if f.type == "sequence"]
         prepared_len = max((f.max_len for f in self.sequences), default=0)
         self.max_len = min(self.config.max_len or prepared_len, prepared_len)
-        self.length_key = self._length_key() if (self.sequences and self.config.length_buckets) else None
+        self.length_key = self.lengths() if (self.sequences and self.config.length_buckets) else None
 
-    def _length_key(self) -> np.ndarray:
+    def lengths(self) -> np.ndarray:
+        """Every row's longest sequence, after truncation to max_len (the width it pads a batch to)."""
         lengths = np.stack([np.diff(self.split.column(f.name + ".offsets")) for f in self.sequences]).max(0)
         return np.minimum(lengths, self.max_len)
 

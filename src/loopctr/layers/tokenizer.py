@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from loopctr.data.schema import Schema
+from loopctr.layers.transformer import apply_packed
 
 
 @dataclass
@@ -113,7 +114,9 @@ class UnifiedTokenizer(nn.Module):
             mask = batch[group[0]] != 0
             for name in group[1:]:
                 mask = mask | (batch[name] != 0)
-            x = proj(torch.cat([emb[name] for name in group], dim=-1))
+            padded = not bool(mask.all())
+            # projected at real events only (most of a padded batch is padding); zeros at padding
+            x = apply_packed(proj, torch.cat([emb[name] for name in group], dim=-1), mask if padded else None)
             if self.position_emb is not None:
                 x = x + self.position_emb[self.recency(mask).clamp_max(self.max_positions - 1)]
             if self.type_emb is not None:
@@ -121,7 +124,7 @@ class UnifiedTokenizer(nn.Module):
             parts.append(x)
             masks.append(mask)
             history.append(torch.ones(x.shape[1], dtype=torch.bool, device=x.device))
-            any_padding = any_padding or not bool(mask.all())
+            any_padding = any_padding or padded
         fixed = []
         if self.n_ns:
             stacked = torch.stack([emb[name] for name in self.ns_fields], dim=1)  # (B, F, e)

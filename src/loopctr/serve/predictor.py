@@ -94,7 +94,15 @@ def load_export(export_dir):
 
 
 class Predictor:
-    def __init__(self, run_dir, max_rows: int = 4096):
+    """Validates, encodes and scores raw rows. Requests of more than `chunk_rows` rows are scored in chunks of
+    rows of similar sequence length (sorted by length, each chunk padded to its own longest row): in a large
+    batch of mixed lengths most of the padded positions are padding, which attention pays for quadratically
+    (BENCHMARKS.md, "Serving"). The predictions are the same; 0 scores every request in one batch."""
+
+    def __init__(self, run_dir, max_rows: int = 4096, chunk_rows: int = 128):
+        if chunk_rows < 0:
+            raise UserError("chunk_rows must be >= 0")
+        self.chunk_rows = chunk_rows
         self.run_dir = Path(run_dir)
         self.model = self.program = None
         if (self.run_dir / "export.json").is_file():
@@ -168,7 +176,8 @@ class Predictor:
         return [str(t) for t in tokens]
 
     # -- scoring ------------------------------------------------------------------------------------------
-    def encode(self, columns: dict[str, list]) -> dict[str, torch.Tensor]:
+    def loader(self, columns: dict[str, list]) -> BatchLoader:
+        """The validated columns encoded as `loopctr prepare` encodes a split, in a loader that assembles them."""
         n = len(next(iter(columns.values())))
         arrays = {}
         for f in self.schema.fields:
@@ -181,16 +190,32 @@ class Predictor:
         encoded = encode_features(pa.table(arrays), self.schema, self.vocabs, self.meta.get("numeric_stats", {}),
                                   source_name="<request>")
         encoded[LABEL] = np.zeros(n, dtype=np.float32)  # the loader's batches carry a label; requests have none
-        return BatchLoader(ArraySplit(encoded, self.schema), n, self.run.data).gather(np.arange(n))
+        return BatchLoader(ArraySplit(encoded, self.schema), n, self.run.data)
 
-    @torch.inference_mode()  # cheaper per operator than no_grad: no version counters or view tracking
-    def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
-        self.check_depth(depth)
-        batch = self.encode(columns)
+    def encode(self, columns: dict[str, list]) -> dict[str, torch.Tensor]:
+        """The columns as one model batch."""
+        loader = self.loader(columns)
+        return loader.gather(np.arange(loader.split.rows))
+
+    def _score(self, batch: dict[str, torch.Tensor], depth: int | None) -> np.ndarray:
         if self.program is not None:
             return self.program(batch).float().numpy()
         out = self.model(batch) if depth is None else self.model(batch, depth=depth)
         return torch.sigmoid(out["logits"].float()).numpy()
+
+    @torch.inference_mode()  # cheaper per operator than no_grad: no version counters or view tracking
+    def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
+        self.check_depth(depth)
+        loader = self.loader(columns)
+        n = loader.split.rows
+        if not self.chunk_rows or n <= self.chunk_rows or not loader.sequences:
+            return self._score(loader.gather(np.arange(n)), depth)
+        order = np.argsort(loader.lengths(), kind="stable")
+        out = np.empty(n, dtype=np.float32)
+        for start in range(0, n, self.chunk_rows):
+            rows = order[start:start + self.chunk_rows]
+            out[rows] = self._score(loader.gather(rows), depth)
+        return out
 
     def predict(self, rows, depth: int | None = None) -> list[float]:
         return self.predict_columns(self.validate(rows), depth).tolist()

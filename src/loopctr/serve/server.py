@@ -38,6 +38,7 @@ class ServeConfig:
     max_batch_rows: int = 8192  # rows in one micro-batch
     max_wait_ms: float = 0.0  # how long an idle server waits for more requests (0: scores what is queued)
     max_request_rows: int = 4096
+    chunk_rows: int = 128  # larger batches are scored in length-sorted chunks of this many rows (0: one batch)
     max_body_bytes: int = 16 << 20
     request_timeout_s: float = 30.0
     keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
@@ -283,7 +284,8 @@ class Server:
 
     def __init__(self, run_dir, config: ServeConfig | None = None):
         self.config = config or ServeConfig()
-        self.app = ScoringApp(Predictor(run_dir, max_rows=self.config.max_request_rows), self.config)
+        self.app = ScoringApp(Predictor(run_dir, self.config.max_request_rows, self.config.chunk_rows),
+                              self.config)
         self.socket = socket.create_server((self.config.host, self.config.port))
         self.server_address = self.socket.getsockname()[:2]
         self._stopped = threading.Event()
