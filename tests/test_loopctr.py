@@ -131,6 +131,34 @@ def test_packing_is_exact(tiny_dataset, tiny_batch):
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kwargs", [{}, dict(attention_mask="causal", hc_placement="layer", readout_pool=True),
+                                    dict(attention_mask="target_aware", seq_grouping="separate", n_decode=0),
+                                    dict(n_decode=2, hc_mode="none")])
+def test_attention_in_length_groups_is_exact(tiny_dataset, kwargs, monkeypatch):
+    import loopctr.models.loopctr as module
+    from loopctr.data.loader import BatchLoader
+
+    layouts = []
+    make_layout = module._Batch
+    monkeypatch.setattr(module, "_Batch", lambda *args: layouts.append(make_layout(*args)) or layouts[-1])
+
+    batch = next(iter(BatchLoader(tiny_dataset.split("train"), 300, shuffle=True, seed=1).batches()))
+    lengths = (batch["item_history"] != 0).sum(1)
+    assert lengths.min() < lengths.max()  # mixed lengths, so that the groups' grids differ
+    outs, grads = [], []
+    for groups in (1, 4):
+        model = small(tiny_dataset, attention_groups=groups, train_loops=2, **kwargs)
+        out = model(batch)
+        model.loss(out, batch["_label"])[0].backward()
+        outs.append(out["logits_by_depth"].detach())
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
+        if groups > 1:  # 300 samples: 4 groups, each of at least 64 samples, narrower than the whole batch
+            bt = layouts[-1]
+            assert len(bt.groups) == 4 and min(g.shape[1] for g in bt.groups) < bt.shape[1]
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs", [{}, dict(ns_tokenizer="auto_split", ns_tokens=2), dict(hc_placement="layer")])
 def test_schema_without_sequences_and_with_numeric_fields(kwargs):
     schema = field_schema()

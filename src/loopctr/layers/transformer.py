@@ -222,11 +222,10 @@ class TransformerLayer(nn.Module):
                          query: slice | None = None) -> torch.Tensor:
         return self.dropout(self.attn(self.norm_attn(x), mask, query))
 
-    def attention_branch_packed(self, x: torch.Tensor, index: torch.Tensor | None, shape: tuple[int, int],
-                                mask: torch.Tensor | None = None, query: slice | None = None,
-                                query_index: torch.Tensor | None = None) -> torch.Tensor:
-        """`attention_branch` on a packed batch (see `MultiHeadAttention.forward_packed`)."""
-        return self.dropout(self.attn.forward_packed(self.norm_attn(x), index, shape, mask, query, query_index))
+    def attention_branch_with(self, attend, x: torch.Tensor) -> torch.Tensor:
+        """`attention_branch` with the attention call made by `attend(self.attn, normalised x)`: for models that
+        lay out their tokens themselves (e.g. packed, through `MultiHeadAttention.forward_packed`)."""
+        return self.dropout(attend(self.attn, self.norm_attn(x)))
 
     def ffn_branch(self, x: torch.Tensor, token_mask: torch.Tensor | None = None,
                    **ffn_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -52,7 +52,8 @@ from loopctr.layers.hyper_connections import collapse_streams, expand_streams, r
 from loopctr.layers.mlp import MLP
 from loopctr.layers.moe import MoEFFN
 from loopctr.layers.tokenizer import UnifiedTokenizer
-from loopctr.layers.transformer import RMSNorm, TransformerLayer, attention_mask, reset_own_parameters
+from loopctr.layers.transformer import (MultiHeadAttention, RMSNorm, TransformerLayer, attention_mask,
+                                       reset_own_parameters)
 from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
 
@@ -102,11 +103,14 @@ class LoopCTRConfig(ModelConfig):
     activation: str = "relu"
     head_dropout: float = 0.0
     pack_tokens: bool = True  # run FFNs/experts on real tokens only (exact; faster with padding)
+    # attention over up to this many groups of samples of similar length, each group padded to its own longest
+    # sample (exact; with packing only); 1: one grid padded to the batch's longest sample
+    attention_groups: int = 8
 
     def validate(self):
         super().validate()
         for name in ("d_model", "n_heads", "ffn_hidden", "n_loop_layers", "train_loops", "infer_loops", "n_streams",
-                     "n_experts", "moe_top_k"):
+                     "n_experts", "moe_top_k", "attention_groups"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be >= 1")
         for name in ("n_encode", "n_decode", "ns_tokens", "moe_expert_hidden", "sinkhorn_iters"):
@@ -129,16 +133,59 @@ class LoopCTRConfig(ModelConfig):
             raise UserError("model.head_hidden_units must be positive")
 
 
+class _Group:
+    """Samples that attend in a (b, n) grid of their own: the columns of the batch's grid in which any of them
+    has a real token (a contiguous run of history columns, then the fixed tokens), so short samples are not
+    padded to the longest sample of the batch. `rows`: the group's packed rows, sample by sample; `index`: their
+    flat positions in the group's grid (None: the grid has no padding); `readout_index`: the rows of the group's
+    read-out tokens within `rows`; `readout_rows`: where those go in the batch's read-out order."""
+
+    def __init__(self, samples, counts, starts, tok, batch_index, n_readout: int, kind: str):
+        n = tok.mask.shape[1]
+        device = counts.device
+        cols = tok.mask.index_select(0, samples).any(0).nonzero().squeeze(-1)
+        self.shape = (samples.numel(), cols.numel())
+        local_start = counts.cumsum(0) - counts
+        self.rows = (starts.repeat_interleave(counts)
+                     + torch.arange(int(counts.sum()), device=device) - local_start.repeat_interleave(counts))
+        key_mask = tok.mask.index_select(0, samples).index_select(1, cols)
+        if bool(key_mask.all()):
+            self.index, key_mask = None, None
+        else:
+            column = torch.full((n,), -1, dtype=torch.long, device=device)
+            column[cols] = torch.arange(cols.numel(), device=device)
+            local_sample = torch.arange(samples.numel(), device=device).repeat_interleave(counts)
+            self.index = local_sample * self.shape[1] + column[batch_index.index_select(0, self.rows) % n]
+        readout = torch.arange(n_readout, device=device)
+        self.readout_index = ((local_start + counts - n_readout)[:, None] + readout).reshape(-1)
+        self.readout_rows = (samples[:, None] * n_readout + readout).reshape(-1)
+        self.readout = slice(self.shape[1] - n_readout, self.shape[1])
+        self.mask_args = (key_mask, kind, ~tok.history[cols], tok.history[cols])
+        self._masks = {}
+
+    def attn_mask(self, query: slice | None):
+        key = query is not None
+        if key not in self._masks:
+            key_mask, kind, blocked_keys, blocked_queries = self.mask_args
+            self._masks[key] = attention_mask(key_mask, kind, blocked_keys=blocked_keys, blocked_queries=blocked_queries,
+                                              query=query, n_tokens=self.shape[1])
+        return self._masks[key]
+
+
 class _Batch:
     """Per-batch layout and masks, built once and shared by every layer and loop pass.
 
     The model's state is *packed*: one row per real token of the (B, N) token grid (row-major), padding events
     dropped (`pack_tokens=false` keeps all B * N rows, the plain reference layout). `index` holds the flat
     (B * N) positions of the rows (None: every position is a row); `readout_index` the rows of the read-out
-    tokens (the last `n_readout` positions of every sample), in (sample, token) order.
+    tokens (the last `n_readout` positions of every sample), in (sample, token) order. Attention runs on a
+    padded grid: the whole (B, N) one, or with `groups` > 1 one grid per group of samples of similar length
+    (`_Group`; sorting by length takes most of the padding out of a batch of mixed lengths).
     """
 
-    def __init__(self, tok, kind: str, pack: bool):
+    MIN_GROUP = 64  # samples per attention group, at least: smaller groups cost more in operators than they save
+
+    def __init__(self, tok, kind: str, pack: bool, groups: int = 1):
         b, n = tok.mask.shape
         device = tok.mask.device
         self.shape = (b, n)
@@ -161,6 +208,16 @@ class _Batch:
             self.rows = torch.arange(b, device=device).repeat_interleave(n)
             self.weight = flat_mask if tok.has_padding else None
         self._masks = {}
+        self.groups = None
+        groups = min(groups, b // self.MIN_GROUP)
+        if self.index is not None and groups > 1:
+            counts = tok.mask.sum(1)
+            starts = counts.cumsum(0) - counts
+            self.groups = [_Group(samples, counts[samples], starts[samples], tok, self.index, self.n_readout, kind)
+                           for samples in torch.argsort(counts, stable=True).tensor_split(groups)]
+            # the groups' outputs, concatenated, back in the batch's order
+            self.ungroup = torch.argsort(torch.cat([g.rows for g in self.groups]))
+            self.ungroup_readout = torch.argsort(torch.cat([g.readout_rows for g in self.groups]))
 
     def pack(self, tokens: torch.Tensor) -> torch.Tensor:
         flat = tokens.reshape(-1, tokens.shape[-1])
@@ -172,6 +229,20 @@ class _Batch:
             self._masks[key] = attention_mask(self.key_mask, self.kind, blocked_keys=~self.history,
                                               blocked_queries=self.history, query=query, n_tokens=self.shape[1])
         return self._masks[key]
+
+    def attend(self, attn: MultiHeadAttention, x: torch.Tensor, readout_only: bool) -> torch.Tensor:
+        """Attention over the packed rows x (rows, d): (rows, d) out, or (B * n_readout, d) for the read-out
+        tokens only (in `readout_index` order)."""
+        if self.groups is None:
+            query = self.readout if readout_only else None
+            return attn.forward_packed(x, self.index, self.shape, self.attn_mask(query), query,
+                                       self.readout_index if readout_only else None)
+        outs = []
+        for g in self.groups:
+            query = g.readout if readout_only else None
+            outs.append(attn.forward_packed(x.index_select(0, g.rows), g.index, g.shape, g.attn_mask(query), query,
+                                            g.readout_index if readout_only else None))
+        return torch.cat(outs).index_select(0, self.ungroup_readout if readout_only else self.ungroup)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of every sample's real-token rows: (rows, d) -> (B, d)."""
@@ -261,11 +332,8 @@ class LoopCTR(CTRModel):
                loop_index: int | None = None):
         """One layer on the packed state x (rows, [n,] d); `readout_only`: compute the read-out tokens only."""
         attn_site, ffn_site = sites
-        query = bt.readout if readout_only else None
-        query_index = bt.readout_index if readout_only else None
-        mask = bt.attn_mask(query)
-        x = attn_site(x, lambda h: layer.attention_branch_packed(h, bt.index, bt.shape, mask, query, query_index),
-                      query_index)
+        x = attn_site(x, lambda h: layer.attention_branch_with(lambda attn, a: bt.attend(attn, a, readout_only), h),
+                      bt.readout_index if readout_only else None)
         kwargs = {"loop_index": loop_index} if loop_index is not None else {}
 
         def ffn(h):
@@ -322,7 +390,7 @@ class LoopCTR(CTRModel):
         if depth is not None and (self.training or depth < 1):
             raise UserError("forward(depth=...) is for inference, with depth >= 1")
         tok = self.tokenizer(batch, self.embedding(batch))
-        bt = _Batch(tok, c.attention_mask, c.pack_tokens)
+        bt = _Batch(tok, c.attention_mask, c.pack_tokens, c.attention_groups)
         aux: list[torch.Tensor] = []
         x = bt.pack(tok.tokens)
         if self.streams_in_layers:
