@@ -41,6 +41,54 @@ def test_predictor_equals_evaluation(din_run, tiny_data):
     np.testing.assert_allclose(predictor.predict(listed), served, rtol=1e-6)
 
 
+def assert_small_path_encodes_as_prepare(predictor, rows):
+    """Requests of 1..SMALL_ROWS rows: `encode_small` gives exactly `encode`'s tensors (dtypes included)."""
+    for size in range(1, predictor.SMALL_ROWS + 1):
+        for start in range(0, len(rows) - size + 1, 3):
+            columns = predictor.validate(rows[start:start + size])
+            small, full = predictor.encode_small(columns), predictor.encode(columns)
+            assert small.keys() == full.keys()
+            for name, tensor in full.items():
+                assert small[name].dtype == tensor.dtype, name
+                torch.testing.assert_close(small[name], tensor, rtol=0, atol=0)
+
+
+def test_small_requests_skip_pyarrow_and_encode_the_same(din_run, tiny_data):
+    predictor = Predictor(din_run)
+    rows = raw_rows(tiny_data, n=16)
+    rows[0].update(item_history="", cate_history="")  # no history
+    long = predictor.schema.field("item_history").max_len + 7  # more events than are kept
+    rows[4].update(item_history="^".join(str(i) for i in range(long)), cate_history="^".join(["3"] * long))
+    rows[5].update(item_id="never-seen", item_history="never-seen^also-new")
+    assert_small_path_encodes_as_prepare(predictor, rows)
+
+
+def test_small_path_with_numeric_fields_post_padding_and_a_max_len(tmp_path):
+    schema = tmp_path / "own.yaml"
+    schema.write_text("name: own\nlabel: clicked\nsplits: {train: train.csv, valid: valid.csv, test: test.csv}\n"
+                      "fields:\n  - {name: price, type: numeric, normalize: standard}\n"
+                      "  - {name: shop, type: categorical}\n"
+                      "  - {name: visits, type: sequence, separator: '|', max_len: 6, padding: post}\n")
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = ["clicked,price,shop,visits"] + [
+            f"{int(rng.random() < 0.4)},{rng.normal(5, 2):.3f},s{rng.integers(6)},"
+            + "|".join(f"v{rng.integers(20)}" for _ in range(rng.integers(0, 9))) for _ in range(60)]
+        (src / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["prepare", "--dataset", str(schema), "--source", str(src), "--out", str(data)]) == 0
+    assert main(["train", "--data", str(data), "--model", "dnn", "--out", str(run), "epochs=1", "batch_size=32",
+                 "threads=1", "embedding_dim=4", "hidden_units=[8]", "max_len=4"]) == 0
+    predictor = Predictor(run)
+    rows = [{k: v for k, v in zip(("clicked", "price", "shop", "visits"), line.split(","))}
+            for line in (src / "test.csv").read_text().splitlines()[1:20]]
+    rows = [{**r, "price": float(r["price"])} for r in rows]
+    rows[1]["shop"] = "never-seen"
+    assert_small_path_encodes_as_prepare(predictor, rows)
+
+
 def _request(url, body=None, raw=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})

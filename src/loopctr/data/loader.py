@@ -36,6 +36,12 @@ class LoaderConfig:
             raise UserError("data.shuffle_block must be >= 1")
 
 
+def sequence_limit(schema, config: LoaderConfig) -> int:
+    """The most events of a sequence that a batch keeps (the newest): `max_len`, at most the prepared one."""
+    prepared_len = max((f.max_len for f in schema.fields if f.type == "sequence"), default=0)
+    return min(config.max_len or prepared_len, prepared_len)
+
+
 class BatchLoader:
     def __init__(self, split: SplitData, batch_size: int, config: LoaderConfig | None = None, shuffle: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False, with_groups: bool = False):
@@ -52,8 +58,7 @@ class BatchLoader:
         self.drop_last = drop_last
         self.with_groups = with_groups and split.schema.group is not None
         self.sequences = [f for f in self.schema.fields if f.type == "sequence"]
-        prepared_len = max((f.max_len for f in self.sequences), default=0)
-        self.max_len = min(self.config.max_len or prepared_len, prepared_len)
+        self.max_len = sequence_limit(self.schema, self.config)
         self.length_key = self.lengths() if (self.sequences and self.config.length_buckets) else None
 
     def lengths(self) -> np.ndarray:

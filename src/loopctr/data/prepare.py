@@ -106,7 +106,7 @@ def encode_features(table: pa.Table, schema: Schema, vocabs, numeric_stats, raw:
     for f in schema.fields:
         if f.type == "numeric":
             x = table.column(f.name).to_numpy().astype(np.float64)
-            cols[f.name] = _normalize(x, f.normalize, numeric_stats.get(f.name)).astype(np.float32)
+            cols[f.name] = normalize_numeric(x, f.normalize, numeric_stats.get(f.name)).astype(np.float32)
             continue
         tokens, lengths = raw[f.name]
         ids = _encode(tokens, vocabs[f.vocab])
@@ -126,7 +126,7 @@ def transform_split(table, raw, schema, vocabs, numeric_stats) -> dict[str, np.n
     return cols
 
 
-def _normalize(x: np.ndarray, how: str, stats: dict | None) -> np.ndarray:
+def normalize_numeric(x: np.ndarray, how: str, stats: dict | None) -> np.ndarray:
     if how == "standard":
         return (x - stats["mean"]) / stats["std"]
     if how == "log1p":

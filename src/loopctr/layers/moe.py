@@ -72,10 +72,13 @@ class MoEFFN(nn.Module):
         return logits
 
     def route(self, x: torch.Tensor, loop_index: int | None = None):
-        """(T, d) -> probabilities (T, E), chosen experts (T, k), gates (T, k), aux loss (scalar)."""
+        """(T, d) -> probabilities (T, E), chosen experts (T, k), gates (T, k), aux loss (scalar; None in eval
+        mode, where nothing optimises it)."""
         probs = self.router_logits(x, loop_index).float().softmax(-1)
         top_p, top_i = probs.topk(self.top_k, dim=-1)
         gates = top_p / top_p.sum(-1, keepdim=True) if self.top_k > 1 else top_p
+        if not self.training:
+            return probs, top_i, gates.to(x.dtype), None
         counts = torch.bincount(top_i.reshape(-1), minlength=self.n_experts).to(probs.dtype)
         fraction = counts / max(top_i.numel(), 1)
         aux = self.n_experts * (fraction * probs.mean(0)).sum() if x.shape[0] else probs.sum() * 0.0
@@ -87,7 +90,7 @@ class MoEFFN(nn.Module):
 
     # -- forward -----------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, loop_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (..., d) -> (y (..., d), aux loss). Vectorised dispatch: one pass per expert over its tokens."""
+        """x (..., d) -> (y (..., d), aux loss or None). Vectorised dispatch: one pass per expert over its tokens."""
         if self.dense is not None:
             return self.dense(x), x.new_zeros(())
         if torch.jit.is_tracing():  # per-expert token counts are data: a trace would freeze them

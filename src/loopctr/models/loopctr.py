@@ -200,12 +200,10 @@ class _Batch:
         if pack and tok.has_padding:
             self.index = flat_mask.nonzero().squeeze(-1)
             self.readout_index = (flat_mask.long().cumsum(0) - 1)[read_flat]
-            self.rows = self.index // n
             self.weight = None
         else:
             self.index = None
             self.readout_index = read_flat
-            self.rows = torch.arange(b, device=device).repeat_interleave(n)
             self.weight = flat_mask if tok.has_padding else None
         self._masks = {}
         self.groups = None
@@ -246,10 +244,12 @@ class _Batch:
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of every sample's real-token rows: (rows, d) -> (B, d)."""
-        b = self.shape[0]
+        b, n = self.shape
+        rows = (self.index // n if self.index is not None
+                else torch.arange(b, device=x.device).repeat_interleave(n))  # the sample of every row
         w = torch.ones(x.shape[0], dtype=x.dtype, device=x.device) if self.weight is None else self.weight.to(x.dtype)
-        total = x.new_zeros(b, x.shape[-1]).index_add(0, self.rows, x * w.unsqueeze(-1))
-        count = x.new_zeros(b).index_add(0, self.rows, w)
+        total = x.new_zeros(b, x.shape[-1]).index_add(0, rows, x * w.unsqueeze(-1))
+        count = x.new_zeros(b).index_add(0, rows, w)
         return total / count.clamp_min(1.0).unsqueeze(-1)
 
 
