@@ -99,6 +99,12 @@ def main():
         ("LoopCTR(1/1) max_len 50", "loopctr", ["max_len=50", "train_loops=1", "infer_loops=1"]),
         ("LoopCTR(1/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=1"]),
         ("LoopCTR(3/3) max_len 50", "loopctr", ["max_len=50", "train_loops=3", "infer_loops=3"]),
+        ("LoopCTR(1/3) max_len 50, one attention grid", "loopctr",
+         ["max_len=50", "train_loops=3", "infer_loops=1", "attention_groups=1"]),
+        ("LoopCTR(1/3) 2-layer loop block max_len 50", "loopctr",
+         ["max_len=50", "train_loops=3", "infer_loops=1", "n_loop_layers=2", "n_experts=4"]),
+        ("LoopCTR(3/3) 2-layer loop block max_len 50", "loopctr",
+         ["max_len=50", "train_loops=3", "infer_loops=3", "n_loop_layers=2", "n_experts=4"]),
         *((f"{name} max_len 50", name, ["max_len=50"])  # the baselines, default settings, as in the leaderboard
           for name in ("dnn", "dcnv2", "dlrm", "wukong", "fat", "bst", "onetrans", "hstu", "mtgr", "suan")),
     ]
