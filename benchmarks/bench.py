@@ -137,6 +137,9 @@ def leaderboard(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    from loopctr.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the loopctr command does (LOOPCTR_MALLOC=default: off)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", help="comma-separated model names")
     p.add_argument("--data", help="prepared dataset directory (loopctr prepare)")

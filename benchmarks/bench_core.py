@@ -75,6 +75,9 @@ def time_model(data: PreparedDataset, model_name: str, overrides: list[str], ste
 
 
 def main():
+    from loopctr.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the loopctr command does (LOOPCTR_MALLOC=default: off)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
     parser.add_argument("--steps", type=int, default=60)

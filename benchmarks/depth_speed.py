@@ -64,6 +64,9 @@ def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int) ->
 
 
 def main():
+    from loopctr.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as the loopctr command does (LOOPCTR_MALLOC=default: off)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", action="append", required=True)
     p.add_argument("--depths", default="1,2,3")

@@ -150,3 +150,14 @@ def test_bf16_autocast_on_cpu(tiny_data, tmp_path):
     run = tmp_path / "bf16"
     assert train(tiny_data, run, "amp=bf16", "epochs=1", model="din") == 0
     assert json.loads((run / "metrics.json").read_text())["auc"] > 0.4
+
+
+def test_keep_freed_memory_switch(monkeypatch):
+    from loopctr.runtime import keep_freed_memory
+
+    monkeypatch.setenv("LOOPCTR_MALLOC", "default")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("LOOPCTR_MALLOC")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt exists on Linux only")
+    assert keep_freed_memory() is True  # glibc accepted both thresholds

@@ -10,6 +10,7 @@ import sys
 
 from loopctr import __version__
 from loopctr.errors import UserError
+from loopctr.runtime import keep_freed_memory
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.func(args)
     except UserError as exc:
