@@ -256,3 +256,20 @@ def test_depths_refused_for_models_without_depths(tiny_data, tmp_path):
     assert main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(run), "epochs=1", "threads=1",
                  "hidden_units=[8]", "batch_size=256"]) == 0
     assert main(["evaluate", "--run", str(run), "--depths", "all"]) == 2
+
+
+def test_tokens_do_not_depend_on_the_padding_of_the_batch(tiny_dataset, tiny_batch):
+    """A row's real tokens are the same alone (no padding: the shortcut positions) and in a padded batch."""
+    model = small(tiny_dataset)
+    lengths = (tiny_batch["item_history"] != 0).sum(1)
+    row = int(torch.where(lengths >= 3, lengths, 10 ** 6).argmin())  # a short row, with several events
+    n = int(lengths[row])
+    alone = {k: v[row:row + 1] for k, v in tiny_batch.items()}
+    for name in ("item_history", "cate_history"):  # pre-padded: the real events are the last n columns
+        alone[name] = alone[name][:, -n:]
+    assert n < tiny_batch["item_history"].shape[1] and bool((alone["item_history"] != 0).all())
+    with torch.no_grad():
+        single = model.tokenizer(alone, model.embedding(alone))
+        batched = model.tokenizer(tiny_batch, model.embedding(tiny_batch))
+    assert not single.has_padding and batched.has_padding
+    torch.testing.assert_close(single.tokens[0], batched.tokens[row][batched.mask[row]])

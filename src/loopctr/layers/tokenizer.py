@@ -117,8 +117,10 @@ class UnifiedTokenizer(nn.Module):
             padded = not bool(mask.all())
             # projected at real events only (most of a padded batch is padding); zeros at padding
             x = apply_packed(proj, torch.cat([emb[name] for name in group], dim=-1), mask if padded else None)
-            if self.position_emb is not None:
-                x = x + self.position_emb[self.recency(mask).clamp_max(self.max_positions - 1)]
+            if self.position_emb is not None:  # without padding the recency positions are simply L-1 .. 0
+                positions = (self.recency(mask) if padded
+                             else torch.arange(x.shape[1] - 1, -1, -1, device=x.device))
+                x = x + self.position_emb[positions.clamp_max(self.max_positions - 1)]
             if self.type_emb is not None:
                 x = x + self.type_emb[gi]
             parts.append(x)
