@@ -344,6 +344,8 @@ def test_an_export_directory_is_served_at_its_depth(loop_run, tiny_data, tmp_pat
     rows = raw_rows(tiny_data, n=20)
     served = Predictor(out)
     np.testing.assert_allclose(served.predict(rows), Predictor(loop_run).predict(rows, 2), rtol=1e-5, atol=1e-6)
+    for one in rows[:3]:  # a one-row batch has no padding (and takes the small-request encoding)
+        np.testing.assert_allclose(served.predict([one]), Predictor(loop_run).predict([one], 2), rtol=1e-5, atol=1e-6)
     assert served.metadata()["export"] == {"format": fmt, "depth": 2} and served.metadata()["depths"] is None
     from loopctr.serve.predictor import BadRequest
 
