@@ -6,7 +6,7 @@ client would). Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty te
 and latency, each row reports what the server's /metrics say about the same window: rows per forward pass (how
 much micro-batching merged requests), milliseconds per forward pass (encoding + model) and the model's share of
 the wall time; the rest is HTTP, JSON, validation and hand-over. The last column is the throughput of the first
-depth over this one, per round (the depths run side by side), median over rounds. `--pin` puts the server on
+depth over this one, per round (the depths run side by side): the median over rounds, and their range. `--pin` puts the server on
 the first CPU and the client on the others, so that on a small machine they do not take turns on one core.
 
     python benchmarks/serve_load.py --run RUN [--run RUN2 ...] --csv path/test.csv [--depths 1,3]
@@ -154,12 +154,14 @@ def main():
                            for depth in depths} for _ in range(args.repeats)]
                 for depth in depths:
                     r = sorted((rnd[depth] for rnd in rounds), key=lambda x: x["rows_per_s"])[len(rounds) // 2]
-                    # the throughput ratio to the first depth within each round (measured side by side), median
-                    ratio = float(np.median([rnd[depths[0]]["rows_per_s"] / rnd[depth]["rows_per_s"] for rnd in rounds]))
+                    # the throughput ratio to the first depth within each round (measured side by side): median
+                    # (and the range over rounds)
+                    ratios = [rnd[depths[0]]["rows_per_s"] / rnd[depth]["rows_per_s"] for rnd in rounds]
+                    ratio = f"{np.median(ratios):.2f}x" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
                     print(f"| {meta['model']} ({Path(run).name}) | {depth or '-'} | {batch} | {r['requests']} | "
                           f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_pass']:.1f} | "
                           f"{r['ms_per_pass']:.2f} | {r['model_share']:.0%} | "
-                          f"{'-' if depth == depths[0] else f'{ratio:.2f}x'} |", flush=True)
+                          f"{'-' if depth == depths[0] else ratio} |", flush=True)
         finally:
             proc.terminate()
             proc.wait()
