@@ -364,6 +364,22 @@ def test_depth_speed_benchmark_times_every_depth(loop_run):
     assert wider.parameter_counts()["dense"] > model.parameter_counts()["dense"]
 
 
+def test_encode_speed_benchmark_times_both_paths(loop_run, tiny_data, tmp_path, monkeypatch, capsys):
+    import csv
+
+    rows = raw_rows(tiny_data, n=20)
+    path = tmp_path / "rows.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    monkeypatch.setattr("sys.argv", ["encode_speed", "--run", str(loop_run), "--csv", str(path), "--rows", "1,4",
+                                     "--requests", "5", "--repeats", "1"])
+    load_script("encode_speed").main()
+    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [int(r[0]) for r in table] == [1, 4] and all(float(v) > 0 for r in table for v in r[1:])
+
+
 def test_serve_load_benchmark_reads_forward_passes_from_metrics(loop_run, tiny_data):
     serve_load = load_script("serve_load")
     running = RunningServer(loop_run)
