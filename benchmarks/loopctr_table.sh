@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The LoopCTR measurement table in one resumable command: on each reference split, LoopCTR trained with
 # k = 1..4 loop passes (LoopCTR(1/k) is depth 1 of the k-pass run, LoopCTR(k/k) its depth k), the ablations of
-# LoopCTR(1/3) (final-only supervision, no hyper-connections, unconstrained HC, HC around every layer, no MoE)
-# and DIN / DNN beside them; then every LoopCTR run evaluated at every depth and the tables printed.
+# LoopCTR(1/3) (final-only supervision, no hyper-connections, unconstrained HC, HC around every layer, no MoE),
+# the 2-layer loop block (configs/loopctr-loop2.yaml) and DIN / DNN beside them; then every LoopCTR run evaluated
+# at every depth and the tables printed.
 # Finished runs are skipped, so an interrupted table continues where it stopped.
 #
 # Usage: benchmarks/loopctr_table.sh OUT_DIR [SPLIT ...]        (splits: amazon_beauty amazon_sports yelp)
@@ -23,7 +24,7 @@ declare -A variant=(  # label -> settings of the loopctr model (on top of the mo
   [no-moe]="train_loops=3 n_experts=1"
   [loop2]="train_loops=3 n_loop_layers=2 n_experts=4"  # loop-dominated: 2 loop layers, 0.73 M dense parameters
 )
-labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe din dnn}
+labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 din dnn}
 
 for split in $splits; do
   data="$out/data/$split"  # the runs go to $out/runs/$split/<variant>-s<seed>
