@@ -139,8 +139,8 @@ def test_attention_in_length_groups_is_exact(tiny_dataset, kwargs, monkeypatch):
     from loopctr.data.loader import BatchLoader
 
     layouts = []
-    make_layout = module._Batch
-    monkeypatch.setattr(module, "_Batch", lambda *args: layouts.append(make_layout(*args)) or layouts[-1])
+    make_layout = module.PackedBatch
+    monkeypatch.setattr(module, "PackedBatch", lambda *args: layouts.append(make_layout(*args)) or layouts[-1])
 
     batch = next(iter(BatchLoader(tiny_dataset.split("train"), 300, shuffle=True, seed=1).batches()))
     lengths = (batch["item_history"] != 0).sum(1)
