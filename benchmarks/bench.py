@@ -56,12 +56,16 @@ def run_bench(models: list[str], data, seeds: list[int], out, overrides: list[st
             if (run_dir / "metrics.json").is_file():
                 log(f"{run_dir}: finished earlier; not trained again")
                 continue
-            if run_dir.exists():
-                shutil.rmtree(run_dir)  # an interrupted run of this bench: start it over
             settings = [*model_settings(overrides, model, labels), *budget, f"seed={seed}"]
-            log(f"== {model} seed {seed} on {label}: {' '.join(settings)}")
             started = time.time()
-            report = train(data, run_dir, architecture, overrides=settings, log=log)
+            if (run_dir / "checkpoint.pt").is_file():  # interrupted after an epoch: continue it, as it was set up
+                log(f"== {model} seed {seed} on {label}: resuming {run_dir}")
+                report = train(data, run_dir, architecture, resume=True, log=log)
+            else:
+                if run_dir.exists():
+                    shutil.rmtree(run_dir)  # interrupted before its first checkpoint: start it over
+                log(f"== {model} seed {seed} on {label}: {' '.join(settings)}")
+                report = train(data, run_dir, architecture, overrides=settings, log=log)
             row = {"dataset": label, "model": model, "architecture": architecture, "seed": seed, "settings": settings,
                    **{k: report.get(k) for k in COLUMNS}, "valid_auc": report.get("valid", {}).get("auc"),
                    "run_dir": str(run_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),

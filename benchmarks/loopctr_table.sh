@@ -4,7 +4,7 @@
 # LoopCTR(1/3) (final-only supervision, no hyper-connections, unconstrained HC, HC around every layer, no MoE),
 # the 2-layer loop block (configs/loopctr-loop2.yaml) and DIN / DNN beside them; then every LoopCTR run evaluated
 # at every depth and the tables printed.
-# Finished runs are skipped, so an interrupted table continues where it stopped.
+# Finished runs are skipped and interrupted ones resumed from their last epoch, so the table continues where it stopped.
 #
 # Usage: benchmarks/loopctr_table.sh OUT_DIR [SPLIT ...]        (splits: amazon_beauty amazon_sports yelp)
 #   SEEDS="1 2 3" EPOCHS=6 THREADS=1 ONLY="k1 k3" (a subset of the variants below) LOOPCTR_SHARED=../shared

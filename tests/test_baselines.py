@@ -343,6 +343,11 @@ def test_bench_runs_models_over_seeds_and_prints_a_leaderboard(tiny_data, tmp_pa
     assert len(bench.load_results(results)) == 4
     # finished runs are not trained again, nor appended twice
     assert bench.run_bench(["dnn"], tiny_data, [1], tmp_path / "out", settings, epochs=1, log=quiet) == []
+    # a run interrupted after a checkpoint is resumed, not started over
+    (Path(rows[0]["run_dir"]) / "metrics.json").unlink()
+    said = []
+    again = bench.run_bench(["dnn", "dcnv2"], tiny_data, [1], tmp_path / "out", settings, epochs=1, log=said.append)
+    assert any("resuming" in line for line in said) and again[0]["auc"] == pytest.approx(rows[0]["auc"])
     table = bench.leaderboard(bench.load_results(results))
     assert "| dnn | 2 |" in table and "| dcnv2 | 2 |" in table and " ± " in table
     assert bench.main(["--results", str(results)]) == 0
