@@ -13,7 +13,27 @@ import torch
 from loopctr.layers.transformer import MultiHeadAttention, attention_mask
 
 
-class AttentionGroup:
+class PaddedGrid:
+    """A padded (b, n) token grid that attention runs on: `key_mask` (b, n) True at real tokens (None: no
+    padding), `history` (n,) True at S-token columns, the read-out tokens in the last `n_readout` columns. Its
+    masks (all queries, or the read-out queries only) are built once and reused by every layer. Subclasses say
+    where their packed rows sit in it: `index`, the rows' flat grid positions (None: one row per cell), and
+    `readout_index`, the rows of the read-out tokens."""
+
+    def __init__(self, shape: tuple[int, int], key_mask, history, n_readout: int, kind: str):
+        self.shape, self.key_mask, self.history, self.kind = shape, key_mask, history, kind
+        self.readout = slice(shape[1] - n_readout, shape[1])
+        self._masks = {}
+
+    def attn_mask(self, readout_only: bool):
+        if readout_only not in self._masks:
+            self._masks[readout_only] = attention_mask(
+                self.key_mask, self.kind, blocked_keys=~self.history, blocked_queries=self.history,
+                query=self.readout if readout_only else None, n_tokens=self.shape[1])
+        return self._masks[readout_only]
+
+
+class AttentionGroup(PaddedGrid):
     """Samples that attend in a (b, n) grid of their own: the columns of the batch's grid in which any of them
     has a real token (a contiguous run of history columns, then the fixed tokens), so short samples are not
     padded to the longest sample of the batch. `rows`: the group's packed rows, sample by sample; `index`: their
@@ -24,13 +44,15 @@ class AttentionGroup:
         n = tok.mask.shape[1]
         device = counts.device
         cols = tok.mask.index_select(0, samples).any(0).nonzero().squeeze(-1)
-        self.shape = (samples.numel(), cols.numel())
+        key_mask = tok.mask.index_select(0, samples).index_select(1, cols)
+        no_padding = bool(key_mask.all())
+        super().__init__((samples.numel(), cols.numel()), None if no_padding else key_mask, tok.history[cols],
+                         n_readout, kind)
         local_start = counts.cumsum(0) - counts
         self.rows = (starts.repeat_interleave(counts)
                      + torch.arange(int(counts.sum()), device=device) - local_start.repeat_interleave(counts))
-        key_mask = tok.mask.index_select(0, samples).index_select(1, cols)
-        if bool(key_mask.all()):
-            self.index, key_mask = None, None
+        if no_padding:
+            self.index = None
         else:
             column = torch.full((n,), -1, dtype=torch.long, device=device)
             column[cols] = torch.arange(cols.numel(), device=device)
@@ -39,20 +61,9 @@ class AttentionGroup:
         readout = torch.arange(n_readout, device=device)
         self.readout_index = ((local_start + counts - n_readout)[:, None] + readout).reshape(-1)
         self.readout_rows = (samples[:, None] * n_readout + readout).reshape(-1)
-        self.readout = slice(self.shape[1] - n_readout, self.shape[1])
-        self.mask_args = (key_mask, kind, ~tok.history[cols], tok.history[cols])
-        self._masks = {}
-
-    def attn_mask(self, query: slice | None):
-        key = query is not None
-        if key not in self._masks:
-            key_mask, kind, blocked_keys, blocked_queries = self.mask_args
-            self._masks[key] = attention_mask(key_mask, kind, blocked_keys=blocked_keys, blocked_queries=blocked_queries,
-                                              query=query, n_tokens=self.shape[1])
-        return self._masks[key]
 
 
-class PackedBatch:
+class PackedBatch(PaddedGrid):
     """Per-batch layout and masks, built once and shared by every layer and loop pass.
 
     The model's state is *packed*: one row per real token of the (B, N) token grid (row-major), padding events
@@ -68,12 +79,7 @@ class PackedBatch:
     def __init__(self, tok, kind: str, pack: bool, groups: int = 1):
         b, n = tok.mask.shape
         device = tok.mask.device
-        self.shape = (b, n)
-        self.kind = kind
-        self.key_mask = tok.mask if tok.has_padding else None
-        self.history = tok.history
-        self.n_readout = tok.n_readout
-        self.readout = slice(n - tok.n_readout, n)
+        super().__init__((b, n), tok.mask if tok.has_padding else None, tok.history, tok.n_readout, kind)
         flat_mask = tok.mask.reshape(-1)
         read_flat = (torch.arange(b, device=device)[:, None] * n
                      + torch.arange(n - tok.n_readout, n, device=device)[None]).reshape(-1)
@@ -85,13 +91,13 @@ class PackedBatch:
             self.index = None
             self.readout_index = read_flat
             self.weight = flat_mask if tok.has_padding else None
-        self._masks = {}
         self.groups = None
         groups = min(groups, b // self.MIN_GROUP)
         if self.index is not None and groups > 1:
             counts = tok.mask.sum(1)
             starts = counts.cumsum(0) - counts
-            self.groups = [AttentionGroup(samples, counts[samples], starts[samples], tok, self.index, self.n_readout, kind)
+            self.groups = [AttentionGroup(samples, counts[samples], starts[samples], tok, self.index,
+                                          tok.n_readout, kind)
                            for samples in torch.argsort(counts, stable=True).tensor_split(groups)]
             # the groups' outputs, concatenated, back in the batch's order
             self.ungroup = torch.argsort(torch.cat([g.rows for g in self.groups]))
@@ -101,25 +107,17 @@ class PackedBatch:
         flat = tokens.reshape(-1, tokens.shape[-1])
         return flat if self.index is None else flat.index_select(0, self.index)
 
-    def attn_mask(self, query: slice | None):
-        key = None if query is None else (query.start, query.stop)
-        if key not in self._masks:
-            self._masks[key] = attention_mask(self.key_mask, self.kind, blocked_keys=~self.history,
-                                              blocked_queries=self.history, query=query, n_tokens=self.shape[1])
-        return self._masks[key]
-
     def attend(self, attn: MultiHeadAttention, x: torch.Tensor, readout_only: bool) -> torch.Tensor:
         """Attention over the packed rows x (rows, d): (rows, d) out, or (B * n_readout, d) for the read-out
         tokens only (in `readout_index` order)."""
+        def on(grid: PaddedGrid, rows: torch.Tensor):
+            return attn.forward_packed(rows, grid.index, grid.shape, grid.attn_mask(readout_only),
+                                       grid.readout if readout_only else None,
+                                       grid.readout_index if readout_only else None)
+
         if self.groups is None:
-            query = self.readout if readout_only else None
-            return attn.forward_packed(x, self.index, self.shape, self.attn_mask(query), query,
-                                       self.readout_index if readout_only else None)
-        outs = []
-        for g in self.groups:
-            query = g.readout if readout_only else None
-            outs.append(attn.forward_packed(x.index_select(0, g.rows), g.index, g.shape, g.attn_mask(query), query,
-                                            g.readout_index if readout_only else None))
+            return on(self, x)
+        outs = [on(g, x.index_select(0, g.rows)) for g in self.groups]
         return torch.cat(outs).index_select(0, self.ungroup_readout if readout_only else self.ungroup)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
