@@ -61,9 +61,9 @@ def cmd_serve(args):
         import torch
 
         torch.set_num_threads(args.threads)
-    inline = {} if args.inline_rows is None else {"inline_rows": args.inline_rows}
+    given = {name: getattr(args, name) for name in ("inline_rows", "chunk_rows") if getattr(args, name) is not None}
     serve(args.run, ServeConfig(host=args.host, port=args.port, max_wait_ms=args.max_wait_ms,
-                                max_request_rows=args.max_request_rows, chunk_rows=args.chunk_rows, **inline))
+                                max_request_rows=args.max_request_rows, **given))
 
 
 def cmd_export(args):
@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--inline-rows", type=int,
                    help="batches of at most this many rows (default 64) are scored on the event-loop thread, "
                         "larger ones on the model thread (0: all on the model thread)")
-    s.add_argument("--chunk-rows", type=int, default=128,
-                   help="score larger batches in chunks of this many rows of similar sequence length (0: one batch)")
+    s.add_argument("--chunk-rows", type=int,
+                   help="score larger batches in chunks of this many rows of similar sequence length "
+                        "(default 128; 0: one batch)")
     s.add_argument("--threads", type=int, default=0, help="torch intra-op threads for scoring (0: torch's default)")
     s.set_defaults(func=cmd_serve)
 

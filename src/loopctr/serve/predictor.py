@@ -99,7 +99,9 @@ class Predictor:
     batch of mixed lengths most of the padded positions are padding, which attention pays for quadratically
     (BENCHMARKS.md, "Serving"). The predictions are the same; 0 scores every request in one batch."""
 
-    def __init__(self, run_dir, max_rows: int = 4096, chunk_rows: int = 128):
+    CHUNK_ROWS = 128  # rows per chunk by default (ServeConfig and `loopctr serve --chunk-rows` take it too)
+
+    def __init__(self, run_dir, max_rows: int = 4096, chunk_rows: int = CHUNK_ROWS):
         if chunk_rows < 0:
             raise UserError("chunk_rows must be >= 0")
         self.chunk_rows = chunk_rows

@@ -38,7 +38,7 @@ class ServeConfig:
     max_batch_rows: int = 8192  # rows in one micro-batch
     max_wait_ms: float = 0.0  # how long an idle server waits for more requests (0: scores what is queued)
     max_request_rows: int = 4096
-    chunk_rows: int = 128  # larger batches are scored in length-sorted chunks of this many rows (0: one batch)
+    chunk_rows: int = Predictor.CHUNK_ROWS  # larger batches: scored in length-sorted chunks this large (0: one)
     max_body_bytes: int = 16 << 20
     request_timeout_s: float = 30.0
     keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
