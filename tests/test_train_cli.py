@@ -105,7 +105,7 @@ def _cli(*args):
 
 def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
     args = ["train", "--data", str(tiny_data), "--model", "din", *FAST, *SMALL["din"], "epochs=3", "batch_size=32",
-            "checkpoint_every=3"]
+            "checkpoint_every=3", "log_every=1"]
     cmd, env = _cli(*args, "--out", str(tmp_path / "straight"))
     subprocess.run(cmd, env=env, check=True, capture_output=True)
 
@@ -129,6 +129,11 @@ def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     resumed = json.loads((killed / "metrics.json").read_text())
     assert resumed["auc"] == straight["auc"] and resumed["best_epoch"] == straight["best_epoch"]
+    # the log of the resumed run reads as the uninterrupted one: no line of the killed attempt is repeated
+    def log(run):
+        return [(e["event"], e.get("epoch"), e.get("step"), e.get("loss"))
+                for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert log(killed) == log(tmp_path / "straight")
 
 
 @pytest.mark.parametrize("model", ["din", "loopctr"])

@@ -141,6 +141,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.state = TrainState(**state["trainer"])
         ckpt.set_rng_state(state["rng"])
+        self._drop_records_after(self.state.step)
         self.log(f"resuming {self.out} at epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch} "
                  f"(step {self.state.step})")
 
@@ -163,6 +164,17 @@ class Trainer:
             for key, value in entry.items():
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
                     self.tb.add_scalar(f"{entry['event']}/{key}", value, self.state.step)
+
+    def _drop_records_after(self, step: int):
+        """Forget the log lines written after the checkpoint (an interrupted epoch's): they are logged again as
+        the run replays those steps, so a resumed run's metrics.jsonl reads as one uninterrupted run."""
+        path = self.out / "metrics.jsonl"
+        if not (self.env.is_main and path.is_file()):
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            path.write_text("".join(kept))
 
     def _save_checkpoint(self):
         if not self.env.is_main:
