@@ -79,6 +79,37 @@ def test_trains_one_epoch_through_the_cli(name, tiny_data, tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
+# -- MovieLens' shape: a behaviour sequence paired with item_id beside a multi-valued field (genres) ------------
+@pytest.fixture(scope="module")
+def movielens_data(tmp_path_factory) -> Path:
+    """The movielens catalogue entry on ratings written here (1M layout): item_history pairs with item_id,
+    genres is a sequence without a target (a bag of values), the user fields are categorical."""
+    from loopctr.data.prepare import prepare_dataset
+
+    src = tmp_path_factory.mktemp("ml")
+    rng = np.random.default_rng(0)
+    genres = ["Drama", "Comedy", "Action", "Horror", "Romance"]
+    ratings = [f"{u}::{i}::{rng.integers(1, 6)}::{t}" for u in range(1, 41)
+               for t, i in enumerate(rng.choice(np.arange(1, 61), size=rng.integers(5, 20), replace=False))]
+    (src / "ratings.dat").write_text("\n".join(ratings) + "\n")
+    (src / "users.dat").write_text("".join(f"{u}::{'FM'[u % 2]}::{18 + u % 5}::{u % 7}::{10000 + u}\n"
+                                           for u in range(1, 41)))
+    (src / "movies.dat").write_text("".join(f"{i}::Movie {i}::{'|'.join(rng.choice(genres, 2, replace=False))}\n"
+                                            for i in range(1, 61)))
+    prepare_dataset("movielens", src / "prepared", source_dir=src, log=lambda *a: None)
+    return src / "prepared"
+
+
+@pytest.mark.parametrize("name", [*BASELINES, "din", "dnn", "loopctr"])
+def test_a_sequence_beside_a_bag_field(name, movielens_data, tmp_path):
+    small = {**SMALL, "din": ["dnn_hidden_units=[32]", "attention_hidden_units=[16]"], "dnn": ["hidden_units=[32]"],
+             "loopctr": ["d_model=16", "n_heads=2", "ffn_hidden=32"]}
+    args = ["train", "--data", str(movielens_data), "--model", name, "--out", str(tmp_path / name), *FAST,
+            *small[name]]
+    assert main(args) == 0
+    assert math.isfinite(json.loads((tmp_path / name / "metrics.json").read_text())["logloss"])
+
+
 # -- a dataset without sequences ------------------------------------------------------------------------
 FLAT_SCHEMA = """
 name: flat

@@ -74,8 +74,7 @@ class FeatureEmbedding(nn.Module):
     def pooled(self, batch: dict[str, torch.Tensor], fields: list[str] | None = None) -> list[torch.Tensor]:
         """Each field's (B, d) vector in schema order (only `fields`, if given); sequences mean-pooled over
         their real events."""
-        emb = self(batch, fields)
-        return [masked_mean(v, batch[name] != 0) if v.dim() == 3 else v for name, v in emb.items()]
+        return pool_sequences(self(batch, fields), batch)
 
 
 class PretrainedTable(nn.Module):
@@ -105,6 +104,11 @@ class PretrainedTable(nn.Module):
         if self.proj is not None:
             x = self.proj(x)
         return x + self.id_table(ids) if self.usage == "sum" else x
+
+
+def pool_sequences(emb: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The (B, d) vectors of `emb` in its order, the (B, L, d) sequences mean-pooled over their real events."""
+    return [masked_mean(v, batch[name] != 0) if v.dim() == 3 else v for name, v in emb.items()]
 
 
 def masked_mean(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

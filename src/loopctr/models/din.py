@@ -2,7 +2,8 @@
 
 Target fields and their sequences are paired through shared vocabularies (item_id with item_history,
 cate_id with cate_history); the target's concatenated embeddings attend over the concatenated event
-embeddings, the attended vector replaces the sequence fields, and an MLP over all fields gives the logit.
+embeddings, the attended vector replaces the sequence fields, other sequence fields (bags such as genres) are mean-pooled,
+and an MLP over all fields gives the logit.
 Defaults are the BARS AmazonElectronics_x1 settings.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from loopctr.layers.attention import DINAttention
+from loopctr.layers.embedding import pool_sequences
 from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
 from loopctr.models.target_sequence import require_pairs, target_and_history
@@ -46,5 +48,5 @@ class DIN(CTRModel):
         attend = self.attention.forward_reference if self.config.reference_attention else self.attention
         pooled = attend(target, history, mask).split(self.config.embedding_dim, dim=-1)
         emb.update(zip((s for _, s in self.pairs), pooled))
-        x = torch.cat([emb[f.name] for f in self.schema.fields], dim=-1)
+        x = torch.cat(pool_sequences(emb, batch), dim=-1)  # sequences without a target (e.g. genres) pooled
         return {"logits": self.mlp(x).squeeze(-1)}
