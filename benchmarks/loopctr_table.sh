@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# The LoopCTR measurement table in one resumable command: on each reference split, LoopCTR trained with
-# k = 1..4 loop passes (LoopCTR(1/k) is depth 1 of the k-pass run, LoopCTR(k/k) its depth k), the ablations of
-# LoopCTR(1/3) (final-only supervision, no hyper-connections, unconstrained HC, HC around every layer, no MoE),
-# the 2-layer loop block (configs/loopctr-loop2.yaml) and DIN / DNN beside them; then every LoopCTR run evaluated
-# at every depth and the tables printed.
+# The LoopCTR measurement table in one resumable command: on each dataset, LoopCTR trained with k = 1..4 loop
+# passes (LoopCTR(1/k) is depth 1 of the k-pass run, LoopCTR(k/k) its depth k), the ablations of LoopCTR(1/3)
+# (final-only supervision, no hyper-connections, unconstrained HC, HC around every layer, no MoE), the 2-layer
+# loop block (configs/loopctr-loop2.yaml) and baselines beside them; then every LoopCTR run evaluated at every
+# depth and the tables printed.
 # Finished runs are skipped and interrupted ones resumed from their last epoch, so the table continues where it stopped.
 #
-# Usage: benchmarks/loopctr_table.sh OUT_DIR [SPLIT ...]        (splits: amazon_beauty amazon_sports yelp)
-#   SEEDS="1 2 3" EPOCHS=6 THREADS=1 ONLY="k1 k3" (a subset of the variants below) LOOPCTR_SHARED=../shared
+# Usage: benchmarks/loopctr_table.sh OUT_DIR [DATASET ...]
+#   datasets: amazon_beauty amazon_sports yelp (the reference splits), movielens_100k (rating >= 4 is a click,
+#   global time split 8:1:1), frappe (the positive logs with two random negatives each, split 7:2:1; no sequence)
+#   SEEDS="1 2 3" EPOCHS=N THREADS=1 LOOPCTR_SHARED=../shared
+#   ONLY="k1 k3 dnn dcnv2" (LoopCTR variants below and any other model name; default: every variant, DIN, DNN)
 # Settings: the BARS AmazonElectronics_x1 trainer (batch 1024, Adam 5e-4, embedding L2 0.005), max_len 50,
-# early stopping on valid AUC with patience 1, a budget of EPOCHS epochs, test AUC of the best epoch.
+# early stopping on valid AUC with patience 1, test AUC of the best epoch, a budget of 6 epochs. Frappe: the
+# catalogue's BARS Frappe_x1 settings (embedding 10, batch 4096) with Adam 1e-3 and a budget of 10 epochs.
 set -euo pipefail
-out=${1:?usage: loopctr_table.sh OUT_DIR [SPLIT ...]}; shift
-splits=${*:-amazon_beauty amazon_sports yelp}
+out=${1:?usage: loopctr_table.sh OUT_DIR [DATASET ...]}; shift
+datasets=${*:-amazon_beauty amazon_sports yelp}
 seeds=$(echo "${SEEDS:-1 2 3}" | tr ' ' ',')
 here=$(cd "$(dirname "$0")" && pwd)
 shared=${LOOPCTR_SHARED:-$here/../../shared}
@@ -24,24 +28,34 @@ declare -A variant=(  # label -> settings of the loopctr model (on top of the mo
   [no-moe]="train_loops=3 n_experts=1"
   [loop2]="train_loops=3 n_loop_layers=2 n_experts=4"  # loop-dominated: 2 loop layers, 0.73 M dense parameters
 )
-labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 din dnn}
 
-for split in $splits; do
-  data="$out/data/$split"  # the runs go to $out/runs/$split/<variant>-s<seed>
-  loopctr prepare --dataset amazon-electronics-x1 --source "$shared/data/benchmark_splits/$split" --out "$data"
-  models=() settings=()
+for name in $datasets; do
+  data="$out/data/$name"  # the runs go to $out/runs/$name/<label>-s<seed>
+  labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 din dnn}
+  settings=(max_len=50) epochs=${EPOCHS:-6}
+  case $name in
+    amazon_beauty|amazon_sports|yelp)
+      loopctr prepare --dataset amazon-electronics-x1 --source "$shared/data/benchmark_splits/$name" --out "$data" ;;
+    movielens_100k)
+      loopctr prepare --dataset movielens --source "$shared/data/movielens_100k" --out "$data" split=time ;;
+    frappe)
+      loopctr prepare --dataset frappe --source "$shared/data/frappe/ensfm_positives" --out "$data"
+      labels=${labels//din/} settings=(lr=0.001) epochs=${EPOCHS:-10} ;;
+    *) echo "unknown dataset $name" >&2; exit 2 ;;
+  esac
+  models=()
   for label in $labels; do
-    case $label in
-      din|dnn) models+=("$label") ;;
-      *) models+=("loopctr-$label=loopctr")
-         for kv in ${variant[$label]:?unknown variant $label}; do settings+=("loopctr-$label:$kv"); done ;;
-    esac
+    if [ -n "${variant[$label]:-}" ]; then
+      models+=("loopctr-$label=loopctr")
+      for kv in ${variant[$label]}; do settings+=("loopctr-$label:$kv"); done
+    else
+      models+=("$label")
+    fi
   done
   python "$here/bench.py" --models "$(IFS=,; echo "${models[*]}")" --data "$data" --seeds "$seeds" \
-    --out "$out/runs" --epochs "${EPOCHS:-6}" "threads=${THREADS:-1}" max_len=50 early_stop_patience=1 \
-    "${settings[@]}"
-  for run in "$out/runs/$split/loopctr-"*-s*; do
+    --out "$out/runs" --epochs "$epochs" "threads=${THREADS:-1}" early_stop_patience=1 "${settings[@]}"
+  for run in "$out/runs/$name/loopctr-"*-s*; do
     if [ -f "$run/metrics.json" ] && [ ! -f "$run/eval.json" ]; then loopctr evaluate --run "$run" --depths all; fi
   done
-  python "$here/summarize.py" "$out/runs/$split"
+  python "$here/summarize.py" "$out/runs/$name"
 done
