@@ -4,7 +4,7 @@ hyper-parameters, printed side by side (test AUC, gAUC, logloss, training and ev
     git clone https://github.com/reczoo/FuxiCTR ~/FuxiCTR          # model_zoo is not in the pip package
     FUXICTR_MODEL_ZOO=~/FuxiCTR/model_zoo python benchmarks/fuxictr_parity.py \
         --split ../shared/data/benchmark_splits/amazon_beauty --out /tmp/parity [--models din,dcnv2]
-        [--epochs 100] [--threads 1] [--seed 2024] [--rows N] [--skip-fuxictr] [--venv DIR]
+        [--epochs 100] [--threads 1] [--seed 2024] [--max-len 100] [--rows N] [--skip-fuxictr] [--venv DIR]
 
 FuxiCTR runs in its own virtual environment (created once under --venv, default ~/.cache/loopctr-fuxictr-venv,
 with `fuxictr==2.3.10` and `polars<2`; torch is taken from this environment unless the venv has its own).
@@ -33,17 +33,20 @@ from pathlib import Path
 FUXICTR_PIN = ["fuxictr==2.3.10", "polars<2"]
 DEFAULT_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmark_splits" / "amazon_beauty"
 
+
 # BARS AmazonElectronics_x1 (FuxiCTR v2.0.1 logs: DIN_amazonelectronics_x1_015, DCNv2_amazonelectronics_x1_010).
 # "active" is required: FeatureProcessor.fit reads col["active"] without a default.
-FEATURE_COLS = [
-    {"name": "user_id", "active": True, "type": "meta", "dtype": "int", "remap": False},
-    {"name": "item_id", "active": True, "type": "categorical", "dtype": "str"},
-    {"name": "cate_id", "active": True, "type": "categorical", "dtype": "str"},
-    {"name": "item_history", "active": True, "type": "sequence", "dtype": "str", "splitter": "^", "max_len": 100,
-     "share_embedding": "item_id", "padding": "pre", "feature_encoder": "layers.MaskedAveragePooling()"},
-    {"name": "cate_history", "active": True, "type": "sequence", "dtype": "str", "splitter": "^", "max_len": 100,
-     "share_embedding": "cate_id", "padding": "pre", "feature_encoder": "layers.MaskedAveragePooling()"},
-]
+def feature_cols(max_len: int) -> list[dict]:
+    return [
+        {"name": "user_id", "active": True, "type": "meta", "dtype": "int", "remap": False},
+        {"name": "item_id", "active": True, "type": "categorical", "dtype": "str"},
+        {"name": "cate_id", "active": True, "type": "categorical", "dtype": "str"},
+        *({"name": name, "active": True, "type": "sequence", "dtype": "str", "splitter": "^", "max_len": max_len,
+           "share_embedding": share, "padding": "pre", "feature_encoder": "layers.MaskedAveragePooling()"}
+          for name, share in (("item_history", "item_id"), ("cate_history", "cate_id"))),
+    ]
+
+
 COMMON = {"data_format": "csv", "label_col": {"name": "label", "dtype": "float"}, "group_id": "user_id",
           "min_categr_count": 1, "embedding_dim": 64, "batch_size": 1024, "learning_rate": 5e-4,
           "optimizer": "adam", "loss": "binary_crossentropy", "task": "binary_classification",
@@ -72,7 +75,7 @@ MODELS = {
         "ours": ["monitor=auc+gauc"],
     },
 }
-OURS_COMMON = ["max_len=100", "early_stop_patience=2", "plateau_factor=0.1"]
+OURS_COMMON = ["early_stop_patience=2", "plateau_factor=0.1"]
 
 # Runs inside the FuxiCTR virtualenv: argv[1] is a JSON job file, the result is written to job["result"].
 DRIVER = r'''
@@ -170,11 +173,11 @@ def ensure_venv(path: Path) -> Path:
 
 
 def run_fuxictr(model: str, python: Path, zoo: Path, split: Path, work: Path, epochs: int, threads: int,
-                seed: int) -> dict:
+                seed: int, max_len: int) -> dict:
     spec = MODELS[model]
     work.mkdir(parents=True, exist_ok=True)
-    params = {**COMMON, **spec["fuxictr"], "feature_cols": FEATURE_COLS, "epochs": epochs, "seed": seed,
-              "dataset_id": "parity_" + hashlib.md5(str(split.resolve()).encode()).hexdigest()[:8],
+    params = {**COMMON, **spec["fuxictr"], "feature_cols": feature_cols(max_len), "epochs": epochs, "seed": seed,
+              "dataset_id": f"parity_len{max_len}_" + hashlib.md5(str(split.resolve()).encode()).hexdigest()[:8],
               "data_root": str(work / "data"),
               "model_root": str(work / "checkpoints"), "model_id": f"{spec['zoo']}_parity",
               "train_data": str(split / "train.csv"), "valid_data": str(split / "valid.csv"),
@@ -191,13 +194,13 @@ def run_fuxictr(model: str, python: Path, zoo: Path, split: Path, work: Path, ep
     return {**result, "wall_seconds": round(time.time() - started, 1)}
 
 
-def run_ours(model: str, split: Path, work: Path, epochs: int, threads: int, seed: int) -> dict:
+def run_ours(model: str, split: Path, work: Path, epochs: int, threads: int, seed: int, max_len: int) -> dict:
     from loopctr.data.prepare import prepare_dataset
     from loopctr.train.trainer import train
 
     data = work / "data"
     prepare_dataset("amazon-electronics-x1", data, source_dir=split, log=lambda *a: None)
-    run = work / f"{model}-s{seed}"
+    run = work / f"{model}-len{max_len}-s{seed}"
     if (run / "metrics.json").is_file():
         report = json.loads((run / "metrics.json").read_text())
     else:
@@ -205,7 +208,8 @@ def run_ours(model: str, split: Path, work: Path, epochs: int, threads: int, see
             import shutil
 
             shutil.rmtree(run)
-        overrides = [*OURS_COMMON, *MODELS[model]["ours"], f"epochs={epochs}", f"threads={threads}", f"seed={seed}"]
+        overrides = [*OURS_COMMON, *MODELS[model]["ours"], f"max_len={max_len}", f"epochs={epochs}",
+                     f"threads={threads}", f"seed={seed}"]
         report = train(data, run, model, overrides=overrides, log=lambda *a: None)
     return {k: report.get(k) for k in ("auc", "gauc", "logloss", "best_epoch", "epochs_run", "train_samples_per_s",
                                         "eval_samples_per_s")} | {
@@ -234,6 +238,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=100, help="epoch budget (early stopping as BARS: patience 2)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--max-len", type=int, default=100, help="history length on both sides (BARS: 100)")
     p.add_argument("--rows", type=int, help="keep only the first N rows of every split")
     p.add_argument("--skip-fuxictr", action="store_true", help="run our side only")
     p.add_argument("--venv", type=Path, default=Path.home() / ".cache" / "loopctr-fuxictr-venv")
@@ -268,9 +273,10 @@ def main(argv=None) -> int:
         if python is not None:
             rows.append({"model": model, "impl": "FuxiCTR 2.3.10",
                          **run_fuxictr(model, python, args.zoo, split, args.out / "fuxictr", args.epochs,
-                                       args.threads, args.seed)})
+                                       args.threads, args.seed, args.max_len)})
         rows.append({"model": model, "impl": "loopctr",
-                     **run_ours(model, split, args.out / "ours", args.epochs, args.threads, args.seed)})
+                     **run_ours(model, split, args.out / "ours", args.epochs, args.threads, args.seed,
+                                  args.max_len)})
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     print(table(rows))
     return 0
