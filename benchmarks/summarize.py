@@ -57,7 +57,7 @@ def main(root: str):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in sorted(groups.items(), key=lambda g: -np.mean([r["auc"] for r in g[1]])):  # best first
         col = lambda k: np.array([r[k] for r in runs], dtype=float)  # noqa: E731
-        ms = lambda k: mean_std(col(k))  # noqa: E731
+        ms = lambda k: mean_std(col(k)) if all(k in r for r in runs) else "-"  # noqa: E731  (gAUC needs a group)
         valid = np.array([r["valid"]["auc"] for r in runs])
         print(f"| {name} | {len(runs)} | {ms('auc')} | {ms('gauc')} | {ms('logloss')} | {ms('ne')} | "
               f"{valid.mean():.4f} | {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['params_dense']:,} | "

@@ -414,6 +414,14 @@ def test_summarize_tables_over_seeds_and_depths(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 |" in out  # test AUC over the two seeds
     assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 | 0.8100 ± 0.0000 | 0.8400 ± 0.0141 | 0.0300 ± 0.0000 | 0.65 / 0.35 |" in out
+    # a dataset without a group column (Frappe) has no gAUC: the cell reads "-"
+    ungrouped = tmp_path / "ungrouped" / "dnn-s1"
+    ungrouped.mkdir(parents=True)
+    metrics = json.loads((tmp_path / "loopctr-1-3-s1" / "metrics.json").read_text())
+    del metrics["gauc"]
+    (ungrouped / "metrics.json").write_text(json.dumps(metrics))
+    summarize.main(str(ungrouped.parent))
+    assert "| dnn | 1 | 0.8000 | - | 0.5000 | 0.8000 |" in capsys.readouterr().out
 
 
 def test_fuxictr_parity_arguments(tmp_path, monkeypatch):
