@@ -6,7 +6,8 @@
     python benchmarks/bench.py --results DIR/results.jsonl            # print the leaderboard only
 
 Each (model, seed) trains into OUT/<dataset>/<model>-s<seed> (a finished run is not trained again; an
-interrupted one is resumed from its last checkpoint) and appends one JSON row to the results file (default OUT/results.jsonl).
+interrupted one is resumed from its last checkpoint) and appends one JSON row to the results file (default
+OUT/results.jsonl).
 The leaderboard is a markdown table per dataset: mean ± std of test AUC over seeds, gAUC, logloss, dense and
 embedding parameters, training and evaluation samples/s, sorted by mean test AUC. `key=value` settings go to
 every run (e.g. threads=1 max_len=100), `MODEL:key=value` settings to that model's runs only (e.g.
