@@ -2,9 +2,8 @@
 
 Target fields and their sequences are paired through shared vocabularies (item_id with item_history,
 cate_id with cate_history); the target's concatenated embeddings attend over the concatenated event
-embeddings, the attended vector replaces the sequence fields, other sequence fields (bags such as genres) are mean-pooled,
-and an MLP over all fields gives the logit.
-Defaults are the BARS AmazonElectronics_x1 settings.
+embeddings, the attended vector replaces the sequence fields, other sequence fields (bags such as genres) are
+mean-pooled, and an MLP over all fields gives the logit. Defaults are the BARS AmazonElectronics_x1 settings.
 """
 
 from __future__ import annotations
