@@ -118,6 +118,8 @@ def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    with open(killed / "metrics.jsonl", "a") as fh:
+        fh.write('{"event": "train", "epo')  # a line torn by the kill
     cmd, env = _cli("train", "--out", str(killed), "--resume")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -166,13 +166,14 @@ class Trainer:
                     self.tb.add_scalar(f"{entry['event']}/{key}", value, self.state.step)
 
     def _drop_records_after(self, step: int):
-        """Forget the log lines written after the checkpoint (an interrupted epoch's): they are logged again as
-        the run replays those steps, so a resumed run's metrics.jsonl reads as one uninterrupted run."""
+        """Forget the log lines written after the checkpoint (an interrupted epoch's, and a line torn by the
+        interruption): they are logged again as the run replays those steps, so a resumed run's metrics.jsonl
+        reads as one uninterrupted run."""
         path = self.out / "metrics.jsonl"
         if not (self.env.is_main and path.is_file()):
             return
         lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        kept = [line for line in lines if line.endswith("\n") and json.loads(line).get("step", 0) <= step]
         if len(kept) < len(lines):
             path.write_text("".join(kept))
 
