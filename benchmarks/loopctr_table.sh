@@ -40,7 +40,8 @@ for name in $datasets; do
       loopctr prepare --dataset movielens --source "$shared/data/movielens_100k" --out "$data" split=time ;;
     frappe)
       loopctr prepare --dataset frappe --source "$shared/data/frappe/ensfm_positives" --out "$data"
-      labels=${labels//din/} settings=(lr=0.001) epochs=${EPOCHS:-10} ;;
+      labels=" $labels " settings=(lr=0.001) epochs=${EPOCHS:-10}
+      labels=${labels// din / } ;;  # DIN needs a behaviour sequence
     *) echo "unknown dataset $name" >&2; exit 2 ;;
   esac
   models=()

@@ -6,8 +6,9 @@ client would). Rows are the raw rows of a split's CSV (e.g. the Amazon Beauty te
 and latency, each row reports what the server's /metrics say about the same window: rows per forward pass (how
 much micro-batching merged requests), milliseconds per forward pass (encoding + model) and the model's share of
 the wall time; the rest is HTTP, JSON, validation and hand-over. The last column is the throughput of the first
-depth over this one, per round (the depths run side by side): the median over rounds, and their range. `--pin` puts the server on
-the first CPU and the client on the others, so that on a small machine they do not take turns on one core.
+depth over this one, per round (the depths run side by side): the median over rounds, and their range. `--pin`
+puts the server on the first CPU and the client on the others, so that on a small machine they do not take
+turns on one core.
 
     python benchmarks/serve_load.py --run RUN [--run RUN2 ...] --csv path/test.csv [--depths 1,3]
         [--batch-sizes 1,32,512] [--concurrency 4] [--requests 200] [--seconds 20] [--max-wait-ms 0] [--server-threads 1]
@@ -157,7 +158,8 @@ def main():
                     # the throughput ratio to the first depth within each round (measured side by side): median
                     # (and the range over rounds)
                     ratios = [rnd[depths[0]]["rows_per_s"] / rnd[depth]["rows_per_s"] for rnd in rounds]
-                    ratio = f"{np.median(ratios):.2f}x" + (f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else "")
+                    spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+                    ratio = f"{np.median(ratios):.2f}x{spread}"
                     print(f"| {meta['model']} ({Path(run).name}) | {depth or '-'} | {batch} | {r['requests']} | "
                           f"{r['rows_per_s']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['rows_per_pass']:.1f} | "
                           f"{r['ms_per_pass']:.2f} | {r['model_share']:.0%} | "
