@@ -180,12 +180,46 @@ def test_separate_sequence_groups_and_target_aware_history(tiny_dataset, tiny_ba
     assert torch.isfinite(out["logits_by_depth"]).all()
 
 
+def test_non_sequence_readout_reads_every_field_token():
+    """readout=non_sequence: every NS-token goes to the head (no CLS needed without a target); the decoder's
+    read-out-only last layer gives what the full layer gives at those tokens."""
+    schema = field_schema()
+    torch.manual_seed(0)
+    model = build_model("loopctr", schema, {"user": 20, "item": 20, "hour": 20},
+                        LoopCTRConfig(**SMALL, readout="non_sequence"))
+    assert not model.tokenizer.use_cls and model.tokenizer.n_readout == 4  # user, item, hour, price
+    assert model.head.net[0].in_features == 4 * SMALL["d_model"]
+    batch = field_batch()
+    out = model(batch)
+    model.loss(out, batch["_label"])[0].backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+    # with a behaviour sequence (padded) beside the NS-tokens: packing stays exact
+    schema = schema_from_dict({"name": "seq", "label": "label", "fields": [
+        {"name": "user", "type": "categorical"}, {"name": "item", "type": "categorical"},
+        {"name": "history", "type": "sequence", "share_vocab": "item", "max_len": 6}]})
+    g = torch.Generator().manual_seed(1)
+    batch = {"user": torch.randint(1, 20, (16,), generator=g), "item": torch.randint(1, 20, (16,), generator=g),
+             "history": torch.randint(1, 20, (16, 6), generator=g), "_label": (torch.rand(16, generator=g) < 0.5).float()}
+    batch["history"][torch.arange(6) >= torch.randint(1, 7, (16, 1), generator=g)] = 0  # lengths 1..6
+    results = []
+    for pack in (True, False):
+        torch.manual_seed(0)
+        model = build_model("loopctr", schema, {"user": 20, "item": 20},
+                            LoopCTRConfig(**SMALL, readout="non_sequence", pack_tokens=pack, train_loops=2)).eval()
+        assert model.tokenizer.n_readout == 2  # the user token and the target token
+        model.set_eval_depths(2)
+        with torch.no_grad():
+            results.append(model(batch)["logits_by_depth"])
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
+
+
 ABLATIONS = [
     "hc_mode=none", "hc_mode=hc", "hc_placement=layer", "hc_placement=layer,hc_mode=hc", "hc_dynamic=false",
     "n_streams=1",
     "n_experts=1", "moe_shared_expert=false", "moe_top_k=2", "moe_loop_router=true", "moe_aux_weight=0",
     "supervision=final", "supervision=increasing", "depth_temperature=2.0", "train_loops=1", "n_encode=0",
-    "n_decode=0", "readout_pool=true", "cls_token=true", "position_embedding=false", "type_embedding=false",
+    "n_decode=0", "readout_pool=true", "readout=non_sequence", "cls_token=true", "position_embedding=false", "type_embedding=false",
     "attention_mask=target_aware", "attention_mask=causal", "seq_grouping=separate", "ns_tokenizer=auto_split",
     "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3",
 ]

@@ -15,13 +15,14 @@ Token order, left to right (fixed per schema; the sequence part's length is the 
 - NS-tokens: the remaining non-sequence fields (categorical or numeric). `ns_tokenizer="field"`: one token
   per field, each through its own Linear(e -> d); `"auto_split"` (OneTrans): all their embeddings concatenated,
   one Linear to `ns_tokens * d`, split into `ns_tokens` tokens (0: as many as fields).
-- CLS: a learned token, added when `cls_token` is set or when the schema has no target token (e.g. a dataset
-  without behaviour sequences), so that there is always something to read out.
+- CLS: a learned token, added when `cls_token` is set or when nothing else would be read out (a dataset without
+  behaviour sequences, read out at its target tokens).
 - token types: a learned embedding per kind (each sequence group, target, each NS token, CLS).
 
 `forward(batch, embeddings)` returns a `Tokens` record: tokens (B, N, d), token mask (B, N) (False at
 padding events), the (N,) flags of history positions, and `n_readout`: the read-out tokens are the last
-`n_readout` positions (target tokens, then CLS).
+`n_readout` positions: the target tokens and CLS (`readout="target"`), or every non-sequence token, NS-tokens
+included (`readout="non_sequence"`, as OneTrans reads out its final NS-tokens).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class UnifiedTokenizer(nn.Module):
     def __init__(self, schema: Schema, embedding_dim: int, d_model: int,
                  seq_grouping: Literal["aligned", "separate"] = "aligned",
                  ns_tokenizer: Literal["field", "auto_split"] = "field", ns_tokens: int = 0,
-                 position_embedding: bool = True, type_embedding: bool = True, cls_token: bool = False):
+                 position_embedding: bool = True, type_embedding: bool = True, cls_token: bool = False,
+                 readout: Literal["target", "non_sequence"] = "target"):
         super().__init__()
         e, d = embedding_dim, d_model
         self.embedding_dim, self.d_model = e, d
@@ -82,9 +84,12 @@ class UnifiedTokenizer(nn.Module):
         else:
             raise ValueError(f"unknown ns_tokenizer '{ns_tokenizer}'")
 
-        self.use_cls = cls_token or not self.target_groups
+        if readout not in ("target", "non_sequence"):
+            raise ValueError(f"unknown readout '{readout}'")
+        read_ns = readout == "non_sequence"
+        self.use_cls = cls_token or not (self.target_groups or (read_ns and self.n_ns))
         self.cls = nn.Parameter(torch.empty(1, d)) if self.use_cls else None
-        self.n_readout = len(self.target_groups) + int(self.use_cls)
+        self.n_readout = len(self.target_groups) + int(self.use_cls) + (self.n_ns if read_ns else 0)
         # token types: each group's S-tokens, target, each NS token, CLS
         self.n_types = len(self.groups) + 1 + self.n_ns + 1
         self.type_emb = nn.Parameter(torch.empty(self.n_types, d)) if type_embedding else None

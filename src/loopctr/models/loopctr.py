@@ -34,7 +34,8 @@ Reconstruction choices ([I]: not in any source we could read; each is a switch):
   (ReaRec-PRL) divides depth t's logit by a^(k - t) in training *and* inference, so predictions stay calibrated;
 - the MoE aux loss is averaged over loop passes and layers, weight 0.01 (Switch);
 - the read-out is the target token after the decoder's last layer (which computes only the read-out tokens),
-  RMS-normalised, through a ReLU MLP head; the MoE router can see the loop index via a sinusoidal encoding
+  RMS-normalised, through a ReLU MLP head (`readout="non_sequence"` flattens every non-sequence token into
+  the head instead, as OneTrans does); the MoE router can see the loop index via a sinusoidal encoding
   (a table would tie the parameter count to the loop count).
 """
 
@@ -79,6 +80,9 @@ class LoopCTRConfig(ModelConfig):
     position_embedding: bool = True
     type_embedding: bool = True
     cls_token: bool = False  # always add a CLS read-out token (it is added anyway when there is no target)
+    # read-out tokens, flattened into the head: "target" (target tokens and CLS) or "non_sequence" (every token
+    # that is not a behaviour event: NS-tokens too, which keeps field identity on sequence-free data)
+    readout: Literal["target", "non_sequence"] = "target"
     readout_pool: bool = False  # concatenate the mean of all real tokens to the read-out tokens
     # -- hyper-connected residuals -------------------------------------------------------------------------
     hc_mode: Literal["none", "hc", "mhc"] = "mhc"
@@ -142,7 +146,7 @@ class LoopCTR(CTRModel):
         c = config
         d = c.d_model
         self.tokenizer = UnifiedTokenizer(schema, c.embedding_dim, d, c.seq_grouping, c.ns_tokenizer, c.ns_tokens,
-                                          c.position_embedding, c.type_embedding, c.cls_token)
+                                          c.position_embedding, c.type_embedding, c.cls_token, c.readout)
 
         def layer(ffn=None):
             return TransformerLayer(d, c.n_heads, c.ffn_hidden, c.dropout, ffn, c.attention_dropout)
