@@ -51,6 +51,23 @@ def test_fixed_expected_values(tiny_data, tmp_path):
     assert report["auc"] == pytest.approx(0.59498, abs=2e-3)
 
 
+def test_constant_predictions_are_reported(tiny_data, tmp_path, monkeypatch, capsys):
+    """A model that predicts one value for every row (collapsed) gets a warning, not only AUC 0.5."""
+    import loopctr.train.trainer as trainer
+
+    def collapsed(*args, **kwargs):
+        arrays, speed = real_predict(*args, **kwargs)
+        arrays["preds"][:] = 0.25
+        return arrays, speed
+
+    assert train(tiny_data, tmp_path / "ok", "epochs=1") == 0
+    assert "collapsed" not in capsys.readouterr().out
+    real_predict = trainer.predict
+    monkeypatch.setattr(trainer, "predict", collapsed)
+    assert train(tiny_data, tmp_path / "collapsed", "epochs=1") == 0
+    assert "warning: every valid prediction is 0.2500: the model has collapsed" in capsys.readouterr().out
+
+
 def test_same_seed_same_weights(tiny_data, tmp_path):
     assert train(tiny_data, tmp_path / "a", model="din") == 0
     assert train(tiny_data, tmp_path / "b", model="din") == 0

@@ -263,6 +263,11 @@ class Trainer:
         arrays, _ = predict(self.model, loader, self.env, cfg.amp)
         metrics = split_metrics(arrays) if self.env.is_main else None
         metrics = distributed.broadcast(self.env, metrics)
+        if self.env.is_main and arrays["preds"].size and arrays["preds"].max() - arrays["preds"].min() < 1e-7:
+            # a collapsed model (e.g. DLRM's dot products with embeddings driven to zero by the embedding L2)
+            # would otherwise just show AUC 0.5 and stop early without a word
+            self.log(f"warning: every {cfg.valid_split} prediction is {arrays['preds'][0]:.4f}: the model has "
+                     f"collapsed to a constant; try a smaller train.embedding_weight_decay or learning rate")
         _, mode = monitor_terms(cfg.monitor)
         score = monitor_score(metrics, cfg.monitor)
         st.epoch += 1
