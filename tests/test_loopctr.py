@@ -181,8 +181,8 @@ def test_separate_sequence_groups_and_target_aware_history(tiny_dataset, tiny_ba
 
 
 def test_non_sequence_readout_reads_every_field_token():
-    """readout=non_sequence: every NS-token goes to the head (no CLS needed without a target); the decoder's
-    read-out-only last layer gives what the full layer gives at those tokens."""
+    """readout=non_sequence: every NS-token goes to the head (no CLS needed without a target), and with padded
+    histories the packed forward pass gives the unpacked one's logits."""
     schema = field_schema()
     torch.manual_seed(0)
     model = build_model("loopctr", schema, {"user": 20, "item": 20, "hour": 20},
@@ -200,7 +200,8 @@ def test_non_sequence_readout_reads_every_field_token():
         {"name": "history", "type": "sequence", "share_vocab": "item", "max_len": 6}]})
     g = torch.Generator().manual_seed(1)
     batch = {"user": torch.randint(1, 20, (16,), generator=g), "item": torch.randint(1, 20, (16,), generator=g),
-             "history": torch.randint(1, 20, (16, 6), generator=g), "_label": (torch.rand(16, generator=g) < 0.5).float()}
+             "history": torch.randint(1, 20, (16, 6), generator=g),
+             "_label": (torch.rand(16, generator=g) < 0.5).float()}
     batch["history"][torch.arange(6) >= torch.randint(1, 7, (16, 1), generator=g)] = 0  # lengths 1..6
     results = []
     for pack in (True, False):
@@ -219,7 +220,8 @@ ABLATIONS = [
     "n_streams=1",
     "n_experts=1", "moe_shared_expert=false", "moe_top_k=2", "moe_loop_router=true", "moe_aux_weight=0",
     "supervision=final", "supervision=increasing", "depth_temperature=2.0", "train_loops=1", "n_encode=0",
-    "n_decode=0", "readout_pool=true", "readout=non_sequence", "cls_token=true", "position_embedding=false", "type_embedding=false",
+    "n_decode=0", "readout_pool=true", "readout=non_sequence", "cls_token=true", "position_embedding=false",
+    "type_embedding=false",
     "attention_mask=target_aware", "attention_mask=causal", "seq_grouping=separate", "ns_tokenizer=auto_split",
     "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3",
 ]
