@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,15 @@ def test_prefetch_gives_identical_batches(tiny_dataset):
     assert len(b) == len(a) - 1
     for x, y in zip(a[1:], b):
         assert all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_a_consumer_that_stops_early_leaves_no_prefetch_thread(tiny_dataset):
+    before = threading.active_count()
+    batches = BatchLoader(tiny_dataset.split("train"), 16, LoaderConfig(prefetch=2)).batches()
+    next(batches)
+    assert threading.active_count() == before + 1
+    batches.close()  # what an exception in the training step does to the loop over batches
+    assert threading.active_count() == before
 
 
 def test_max_len_keeps_newest_events_both_padding_sides():

@@ -33,10 +33,12 @@ def cmd_prepare(args):
 
 
 def cmd_train(args):
+    from loopctr.train import distributed
     from loopctr.train.trainer import train
 
     report = train(args.data, args.out, args.model, args.config, args.overrides, resume=args.resume)
-    print(_table([report], ["model", "auc", "gauc", "logloss", "ne", "best_epoch", "train_samples_per_s"]))
+    if distributed.is_main_process():
+        print(_table([report], ["model", "auc", "gauc", "logloss", "ne", "best_epoch", "train_samples_per_s"]))
 
 
 def cmd_evaluate(args):
@@ -151,15 +153,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    code = 0
     try:
         args.func(args)
     except UserError as exc:
         print(f"loopctr {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print(f"loopctr {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        code = 130
+    if "torch" in sys.modules:  # only a command that loaded torch can have run a process group
+        from loopctr.train import distributed
+
+        distributed.exit_process(code)  # a torchrun worker ends here
+    return code
 
 
 if __name__ == "__main__":

@@ -155,25 +155,30 @@ def _pad(flat: np.ndarray, start: np.ndarray, count: np.ndarray, width: int, pad
 
 
 def _prefetched(iterator, depth: int):
-    """Run `iterator` in a background thread, `depth` items ahead. Stops cleanly if the consumer stops."""
+    """Run `iterator` in a background thread, `depth` items ahead. If the consumer stops early (an error in the
+    training step), the worker is stopped and joined: a thread left inside a torch op when the interpreter
+    exits aborts the process."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     done = object()
 
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(item):
                     return
-            q.put(done)
+            offer(done)
         except BaseException as exc:  # surfaced in the consumer thread
-            q.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -187,4 +192,4 @@ def _prefetched(iterator, depth: int):
             yield item
     finally:
         stop.set()
-
+        thread.join()

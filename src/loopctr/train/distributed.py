@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,9 @@ import torch
 import torch.distributed as dist
 
 from loopctr.errors import UserError
+
+
+_ran_process_group = False  # set by init(); read by exit_process()
 
 
 @dataclass
@@ -38,6 +42,11 @@ def pick_device(preference: str, local_rank: int) -> torch.device:
     return torch.device(preference)
 
 
+def is_main_process() -> bool:
+    """Rank 0, or a process not launched by torchrun."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init(device_preference: str = "auto") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -48,12 +57,29 @@ def init(device_preference: str = "auto") -> DistEnv:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
+        global _ran_process_group
+        _ran_process_group = True
     return DistEnv(rank, world, local, device)
 
 
 def shutdown(env: DistEnv) -> None:
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """End a process that ran a process group now, skipping interpreter finalization (returns otherwise).
+
+    Once DDP has wrapped a model, `destroy_process_group` no longer frees gloo's process group (torch 2.13), so its
+    worker threads live into interpreter finalization; one still releasing the tensors of a finished collective
+    then takes the GIL while Python is being torn down, and the process aborts ("terminate called without an
+    active exception"; pytorch/pytorch#190489). It happened in about 1 of 20 two-process runs on a loaded CPU.
+    Everything the run writes is closed by then, so the CLI flushes its streams and leaves with os._exit."""
+    if not _ran_process_group:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def gather_arrays(env: DistEnv, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:

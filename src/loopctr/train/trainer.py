@@ -85,9 +85,9 @@ class Trainer:
         self.run = run
         self.cfg = run.train
         self.out = Path(out_dir)
-        self.log = log
         self.data = PreparedDataset(data_dir)
         self.env = distributed.init(self.cfg.device)
+        self.log = log if self.env.is_main else lambda *_: None  # one copy of each line under torchrun
         if self.cfg.threads:
             torch.set_num_threads(self.cfg.threads)
         if self.cfg.valid_split not in self.data.split_names:
@@ -333,7 +333,7 @@ class Trainer:
                           **{k: v for k, v in report.items() if isinstance(v, (int, float))}})
         if self.tb is not None:
             self.tb.close()
-        return report
+        return distributed.broadcast(self.env, report)  # every rank returns the full report
 
 
 def train(data_dir, out_dir, model_name: str | None = None, config_file=None, overrides=(), resume: bool = False,
