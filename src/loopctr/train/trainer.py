@@ -339,7 +339,8 @@ class Trainer:
 def train(data_dir, out_dir, model_name: str | None = None, config_file=None, overrides=(), resume: bool = False,
           log=print) -> dict:
     """Train a model on a prepared dataset into a run directory; returns the final report (metrics.json).
-    With `resume`, the run continues with its saved config, on its recorded dataset unless `data_dir` is given."""
+    With `resume`, the run continues with its saved config, on its recorded dataset unless `data_dir` is given.
+    A script of its own under torchrun should end with `loopctr.train.distributed.exit_process(0)`, as the CLI does."""
     out_dir = Path(out_dir)
     if resume:
         if overrides or config_file:
