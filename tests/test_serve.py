@@ -235,8 +235,11 @@ def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(di
     score = predictor.predict_columns
     rows = raw_rows(tiny_data, n=3)
 
+    slow_done = threading.Event()
+
     def slow(columns, depth=None):
         time.sleep(1.0)
+        slow_done.set()
         return score(columns, depth)
 
     def failing(columns, depth=None):
@@ -247,7 +250,7 @@ def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(di
         code, text = _request(running.url + "/predict", {"rows": rows})
         assert code == 503 and "timed out after 0.3s" in json.loads(text)["error"]
         predictor.predict_columns = failing
-        time.sleep(1.0)  # the slow batch finishes (its request is gone) before the next one is scored
+        assert slow_done.wait(30)  # the slow batch ends (its request is gone) before the next one is scored
         code, text = _request(running.url + "/predict", {"rows": rows})
         assert code == 500 and json.loads(text)["error"] == "RuntimeError: out of memory"
         predictor.predict_columns = score

