@@ -282,9 +282,8 @@ class Trainer:
         summary = {k: v for k, v in metrics.items() if isinstance(v, float)}
         st.history.append({"epoch": st.epoch, **summary})
         self._record({"event": "valid", "epoch": st.epoch, "step": st.step, "best": is_best, **summary})
-        if self.env.is_main:
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "calibration")
-            self.log(f"epoch {st.epoch:>3}/{cfg.epochs}  valid {shown}  {'*best*' if is_best else ''}")
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "calibration")
+        self.log(f"epoch {st.epoch:>3}/{cfg.epochs}  valid {shown}  {'*best*' if is_best else ''}")
         stop = st.bad_epochs >= cfg.early_stop_patience > 0
         st.stopped_early = stop
         return stop
