@@ -1,5 +1,6 @@
 """Serving end to end: raw rows in, the same probabilities as evaluation out; bad requests get 4xx."""
 
+import asyncio
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ from loopctr.cli.main import main
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader
 from loopctr.serve.predictor import Predictor
-from loopctr.serve.server import ServeConfig, build_server
+from loopctr.serve.server import Job, Metrics, MicroBatcher, ServeConfig, build_server
 from loopctr.train.distributed import DistEnv
 from loopctr.train.evaluate import predict
 
@@ -114,6 +115,8 @@ class RunningServer:
             except OSError:
                 pass
             time.sleep(0.05)
+        else:
+            raise RuntimeError(f"the test server did not answer /health (thread alive: {self.thread.is_alive()})")
 
     def stop(self):
         self.server.shutdown()
@@ -161,7 +164,38 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, tiny_data, bo
     assert _request(server + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 200
 
 
-def test_concurrent_requests_are_micro_batched(server, din_run, tiny_data):
+def predict_ok_count(server) -> int:
+    prefix = 'loopctr_requests_total{path="/predict",code="200"} '
+    lines = [line for line in _request(server + "/metrics")[1].splitlines() if line.startswith(prefix)]
+    return int(lines[0][len(prefix):]) if lines else 0
+
+
+def test_micro_batcher_scores_the_jobs_of_one_loop_turn_in_one_forward_per_depth():
+    calls = []
+
+    class Stub:  # predictions 10 x the input, so each job can check it got its own rows back
+        def predict_columns(self, columns, depth=None):
+            calls.append((list(columns["x"]), depth))
+            return np.asarray(columns["x"], dtype=float) * 10
+
+    async def submit_all():
+        batcher = MicroBatcher(Stub(), ServeConfig(), Metrics())
+        loop = asyncio.get_running_loop()
+        jobs = [Job({"x": [i, i + 0.5]}, 2, None, loop.create_future()) for i in range(3)]
+        jobs.append(Job({"x": [7]}, 1, 3, loop.create_future()))
+        for job in jobs:
+            batcher.submit(job)
+        answers = await asyncio.gather(*(j.future for j in jobs))
+        late = Job({"x": [9]}, 1, None, loop.create_future())  # after the batch: a batch of its own
+        batcher.submit(late)
+        return answers, await late.future
+
+    answers, late = asyncio.run(submit_all())
+    assert calls == [([0, 0.5, 1, 1.5, 2, 2.5], None), ([7], 3), ([9], None)]
+    assert answers == [[0, 5], [10, 15], [20, 25], [70]] and late == [90]
+
+
+def test_concurrent_requests_get_their_own_rows_back(server, din_run, tiny_data):
     rows = raw_rows(tiny_data, n=40)
     expected = Predictor(din_run).predict(rows)
     results = {}
@@ -169,13 +203,12 @@ def test_concurrent_requests_are_micro_batched(server, din_run, tiny_data):
     def call(i):
         results[i] = json.loads(_request(server + "/predict", {"rows": rows[i * 4:(i + 1) * 4]})[1])["predictions"]
 
+    before = predict_ok_count(server)  # the server is shared by this module's tests
     threads = [threading.Thread(target=call, args=(i,)) for i in range(10)]
     [t.start() for t in threads]
     [t.join() for t in threads]
     np.testing.assert_allclose(sum((results[i] for i in range(10)), []), expected, rtol=1e-5, atol=1e-6)
-    metrics = _request(server + "/metrics")[1]
-    assert 'loopctr_requests_total{path="/predict",code="200"}' in metrics
-    assert "loopctr_predict_latency_seconds_bucket" in metrics and "loopctr_batch_rows_count" in metrics
+    assert predict_ok_count(server) == before + 10
 
 
 def test_kept_alive_connection_serves_good_bad_and_good_requests(server, din_run, tiny_data):
@@ -235,10 +268,10 @@ def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(di
     score = predictor.predict_columns
     rows = raw_rows(tiny_data, n=3)
 
-    slow_done = threading.Event()
+    release, slow_done = threading.Event(), threading.Event()
 
-    def slow(columns, depth=None):
-        time.sleep(1.0)
+    def slow(columns, depth=None):  # held until the test has its 503: no race with the time-out
+        release.wait(30)
         slow_done.set()
         return score(columns, depth)
 
@@ -250,6 +283,7 @@ def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(di
         code, text = _request(running.url + "/predict", {"rows": rows})
         assert code == 503 and "timed out after 0.3s" in json.loads(text)["error"]
         predictor.predict_columns = failing
+        release.set()
         assert slow_done.wait(30)  # the slow batch ends (its request is gone) before the next one is scored
         code, text = _request(running.url + "/predict", {"rows": rows})
         assert code == 500 and json.loads(text)["error"] == "RuntimeError: out of memory"
@@ -389,7 +423,7 @@ def test_serve_load_benchmark_reads_forward_passes_from_metrics(loop_run, tiny_d
     try:
         address = running.url.split("//")[1]
         r = serve_load.load(address, raw_rows(tiny_data, n=20), batch=5, depth=2, concurrency=2, requests=8,
-                            seconds=30)
+                            seconds=float("inf"))  # bounded by the request count alone
         assert r["requests"] == 8 and r["rows_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0
         assert 5 <= r["rows_per_pass"] <= 10 and r["ms_per_pass"] > 0 and 0 < r["model_share"] <= 1
         assert serve_load.forward_totals(address)[1] == 8 * 5 + 5  # the warm-up request too

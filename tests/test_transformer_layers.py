@@ -27,10 +27,16 @@ def test_rmsnorm_matches_formula():
 def test_swiglu_shape_and_formula():
     torch.manual_seed(0)
     ffn = SwiGLU(8, 12)
+    w_gate, w_up, w_out = torch.randn(12, 8), torch.randn(12, 8), torch.randn(8, 12)
+    with torch.no_grad():  # the fused input projection holds the gate rows, then the up rows
+        ffn.w_in.weight.copy_(torch.cat([w_gate, w_up]))
+        ffn.w_out.weight.copy_(w_out)
     x = torch.randn(2, 3, 8)
-    gate, up = ffn.w_in(x).chunk(2, -1)
-    torch.testing.assert_close(ffn(x), ffn.w_out(torch.nn.functional.silu(gate) * up))
-    assert ffn(x).shape == x.shape
+    g, u = x @ w_gate.T, x @ w_up.T
+    expected = (g * torch.sigmoid(g) * u) @ w_out.T  # W_out (SiLU(W_gate x) * W_up x)
+    torch.testing.assert_close(ffn(x), expected)
+    swapped = (u * torch.sigmoid(u) * g) @ w_out.T
+    assert not torch.allclose(expected, swapped, atol=1e-3)  # the check tells gate from up
 
 
 @pytest.mark.parametrize("kind", ["full", "target_aware", "causal"])
