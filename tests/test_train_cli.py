@@ -120,6 +120,15 @@ def _cli(*args):
     return [sys.executable, "-m", "loopctr.cli.main", *args], env
 
 
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `loopctr models | head -1` once head has exited
+    cmd, env = _cli("models")
+    done = subprocess.run(cmd, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""  # no traceback
+
+
 def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
     args = ["train", "--data", str(tiny_data), "--model", "din", *FAST, *SMALL["din"], "epochs=3", "batch_size=32",
             "checkpoint_every=3", "log_every=1"]

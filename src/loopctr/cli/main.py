@@ -6,6 +6,7 @@ User errors (bad input, bad config) print one message and exit with status 2, wi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from loopctr import __version__
@@ -156,6 +157,10 @@ def main(argv=None) -> int:
     code = 0
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here rather than as a traceback at interpreter exit
+    except BrokenPipeError:  # the reader went away (`loopctr data info D | head -3`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # the shell's status for a process ended by SIGPIPE
     except UserError as exc:
         print(f"loopctr {args.command}: error: {exc}", file=sys.stderr)
         code = 2
