@@ -158,10 +158,43 @@ def test_resume_after_sigkill_reaches_the_same_weights(tiny_data, tmp_path):
     resumed = json.loads((killed / "metrics.json").read_text())
     assert resumed["auc"] == straight["auc"] and resumed["best_epoch"] == straight["best_epoch"]
     # the log of the resumed run reads as the uninterrupted one: no line of the killed attempt is repeated
-    def log(run):
-        return [(e["event"], e.get("epoch"), e.get("step"), e.get("loss"))
-                for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
-    assert log(killed) == log(tmp_path / "straight")
+    assert _log(killed) == _log(tmp_path / "straight")
+
+
+def test_resume_with_a_larger_budget_equals_the_longer_run(tiny_data, tmp_path, capsys):
+    """A run that ended at its budget continues with `--resume epochs=N` as if it had been started with N."""
+    straight, extended = tmp_path / "straight", tmp_path / "extended"
+    assert train(tiny_data, straight, "epochs=3", "early_stop_patience=0") == 0
+    assert train(tiny_data, extended, "epochs=2", "early_stop_patience=0") == 0
+    assert main(["train", "--out", str(extended), "--resume", "lr=0.1"]) == 2
+    assert "only epochs=N may change, not ['train.lr']" in capsys.readouterr().err
+    assert main(["train", "--out", str(extended), "--resume", "epochs=1"]) == 2
+    assert "already trained 2 epochs" in capsys.readouterr().err
+    assert main(["train", "--out", str(extended), "--resume", "epochs=3"]) == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(extended / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    done, longer = (json.loads((run / "metrics.json").read_text()) for run in (extended, straight))
+    assert done["epochs_run"] == 3 and done["auc"] == longer["auc"] and done["best_epoch"] == longer["best_epoch"]
+    assert "epochs: 3" in (extended / "config.yaml").read_text()  # a later plain --resume keeps the budget
+    assert _log(extended) == _log(straight)  # one report, at the end
+
+
+def _log(run):
+    return [(e["event"], e.get("epoch"), e.get("step"), e.get("loss"))
+            for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+def test_resume_with_a_larger_budget_refuses_a_run_stopped_by_patience(tiny_data, tmp_path, capsys, monkeypatch):
+    import loopctr.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "improved", lambda score, best, *args: best is None)  # epoch 2 never improves
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "epochs=3", "early_stop_patience=1") == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+    assert main(["train", "--out", str(run), "--resume", "epochs=5"]) == 2
+    assert "stopped early by patience at epoch 2" in capsys.readouterr().err
+    assert "epochs: 3" in (run / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize("model", ["din", "loopctr"])

@@ -19,6 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from loopctr.config import apply_overrides, flatten
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader
 from loopctr.data.prepare import LABEL
@@ -140,6 +141,9 @@ class Trainer:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.state = TrainState(**state["trainer"])
+        if self.state.epoch > self.cfg.epochs:
+            raise UserError(f"{self.out}: already trained {self.state.epoch} epochs; epochs={self.cfg.epochs} "
+                            "cannot continue it")
         ckpt.set_rng_state(state["rng"])
         self._drop_records_after(self.state.step)
         self.log(f"resuming {self.out} at epoch {self.state.epoch + 1}, batch {self.state.batch_in_epoch} "
@@ -165,15 +169,16 @@ class Trainer:
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
                     self.tb.add_scalar(f"{entry['event']}/{key}", value, self.state.step)
 
-    def _drop_records_after(self, step: int):
+    def _drop_records_after(self, step: int, final_too: bool = False):
         """Forget the log lines written after the checkpoint (an interrupted epoch's, and a line torn by the
-        interruption): they are logged again as the run replays those steps, so a resumed run's metrics.jsonl
-        reads as one uninterrupted run."""
+        interruption), and with `final_too` the report of a run continued to a larger budget: they are logged
+        again as the run replays those steps, so a resumed run's metrics.jsonl reads as one uninterrupted run."""
         path = self.out / "metrics.jsonl"
         if not (self.env.is_main and path.is_file()):
             return
         lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.endswith("\n") and json.loads(line).get("step", 0) <= step]
+        records = [(line, json.loads(line)) for line in lines if line.endswith("\n")]
+        kept = [line for line, r in records if r.get("step", 0) <= step and not (final_too and r["event"] == "final")]
         if len(kept) < len(lines):
             path.write_text("".join(kept))
 
@@ -291,7 +296,11 @@ class Trainer:
     def fit(self) -> dict:
         st = self.state
         if (self.out / "metrics.json").is_file():
-            raise UserError(f"{self.out}: this run already finished (metrics.json exists)")
+            if st.stopped_early or st.epoch >= self.cfg.epochs:
+                raise UserError(f"{self.out}: this run already finished (metrics.json exists); "
+                                "--resume epochs=N continues it to a larger budget")
+            (self.out / "eval.json").unlink(missing_ok=True)  # it describes weights this budget may replace
+            self._drop_records_after(st.step, final_too=True)
         counts = self.model.parameter_counts()
         self.log(f"training {self.run.model_name} on {self.data.path} ({self.train_loader.split.rows:,} rows, "
                  f"{counts['dense']:,} dense + {counts['embedding']:,} embedding parameters, "
@@ -335,6 +344,19 @@ class Trainer:
         return distributed.broadcast(self.env, report)  # every rank returns the full report
 
 
+def larger_budget(run: RunConfig, overrides) -> RunConfig:
+    """`--resume epochs=N`: the one setting a resume may change. With a learning rate that does not depend on
+    the budget (any schedule but cosine) the run's epochs so far are those of a run started with N."""
+    new = apply_overrides(run, list(overrides), "--resume")
+    before, after = flatten(run.to_dict()), flatten(new.to_dict())
+    others = sorted(k for k in after if after[k] != before[k] and k != "train.epochs")
+    if others:
+        raise UserError(f"--resume continues a run with its saved config; only epochs=N may change, not {others}")
+    if run.train.lr_schedule == "cosine" and new.train.epochs != run.train.epochs:
+        raise UserError("--resume epochs=N: the cosine schedule was laid over the old budget; start a new run")
+    return new
+
+
 def train(data_dir, out_dir, model_name: str | None = None, config_file=None, overrides=(), resume: bool = False,
           log=print) -> dict:
     """Train a model on a prepared dataset into a run directory; returns the final report (metrics.json).
@@ -342,18 +364,26 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
     A script of its own under torchrun should end with `loopctr.train.distributed.exit_process(0)`, as the CLI does."""
     out_dir = Path(out_dir)
     if resume:
-        if overrides or config_file:
-            raise UserError("--resume continues a run with its saved config; drop the overrides and --config")
+        if config_file:
+            raise UserError("--resume continues a run with its saved config; drop --config")
         run, saved_data = load_run_config(out_dir, "nothing to resume")
         data_dir = data_dir or saved_data
         if model_name and model_name != run.model_name:
             raise UserError(f"{out_dir}: the run trains '{run.model_name}', not '{model_name}'")
+        if overrides:
+            run = larger_budget(run, overrides)
     else:
         if data_dir is None:
             raise UserError("--data is required (a directory made by `loopctr prepare`)")
         defaults = PreparedDataset(data_dir).meta.get("defaults", {})
         run = build_run_config(model_name, config_file, list(overrides), dataset_defaults=defaults)
     trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
+    if resume and overrides and trainer.state.stopped_early:
+        raise UserError(f"{out_dir}: stopped early by patience at epoch {trainer.state.epoch}; "
+                        "a larger budget does not continue it")
+    if resume and overrides and trainer.env.is_main:  # the run's config now says the budget it trains to
+        config = {**run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
+        ckpt.atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     try:
         return trainer.fit()
     finally:
