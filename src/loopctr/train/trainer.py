@@ -129,10 +129,22 @@ class Trainer:
             raise UserError(f"{self.out}: run directory exists and is not empty; pass --resume to continue it "
                             "or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
-        config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
-        ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self._write_config(data_dir)
         shutil.copyfile(self.data.path / "schema.json", self.out / "schema.json")
         shutil.copytree(self.data.path / "vocab", self.out / "vocab")  # the run alone can score raw rows
+
+    def _write_config(self, data_dir):
+        config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
+        ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def extend_budget(self, data_dir):
+        """`--resume epochs=N`, after `larger_budget` checked the config: refuse a run that early stopping ended,
+        then record the new budget, so that a later plain --resume keeps it."""
+        if self.state.stopped_early:
+            raise UserError(f"{self.out}: stopped early by patience at epoch {self.state.epoch}; "
+                            "a larger budget does not continue it")
+        if self.env.is_main:
+            self._write_config(data_dir)
 
     def _resume(self):
         state = ckpt.load(self.out / ckpt.CHECKPOINT, self.data.fingerprint)
@@ -378,12 +390,8 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
         defaults = PreparedDataset(data_dir).meta.get("defaults", {})
         run = build_run_config(model_name, config_file, list(overrides), dataset_defaults=defaults)
     trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
-    if resume and overrides and trainer.state.stopped_early:
-        raise UserError(f"{out_dir}: stopped early by patience at epoch {trainer.state.epoch}; "
-                        "a larger budget does not continue it")
-    if resume and overrides and trainer.env.is_main:  # the run's config now says the budget it trains to
-        config = {**run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
-        ckpt.atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    if resume and overrides:
+        trainer.extend_budget(data_dir)
     try:
         return trainer.fit()
     finally:
