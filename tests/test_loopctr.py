@@ -223,7 +223,7 @@ ABLATIONS = [
     "n_decode=0", "readout_pool=true", "readout=non_sequence", "cls_token=true", "position_embedding=false",
     "type_embedding=false",
     "attention_mask=target_aware", "attention_mask=causal", "seq_grouping=separate", "ns_tokenizer=auto_split",
-    "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3",
+    "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3", "embedding_norm=true",
 ]
 
 
@@ -309,3 +309,32 @@ def test_tokens_do_not_depend_on_the_padding_of_the_batch(tiny_dataset, tiny_bat
         batched = model.tokenizer(tiny_batch, model.embedding(tiny_batch))
     assert not single.has_padding and batched.has_padding
     torch.testing.assert_close(single.tokens[0], batched.tokens[row][batched.mask[row]])
+
+
+def test_embedding_norm_makes_tokens_independent_of_the_embedding_scale(tiny_dataset, tiny_batch):
+    """Scaling every embedding table leaves the tokens unchanged with the switch on (and changes them without)."""
+    for norm in (False, True):
+        model = small(tiny_dataset, embedding_norm=norm).eval()
+        with torch.no_grad():
+            for p in model.embedding.parameters():  # embeddings of a trained model's size, far above the eps
+                p.mul_(1000.0)
+            before = model.tokenizer(tiny_batch, model.embedding(tiny_batch)).tokens
+            for p in model.embedding.parameters():
+                p.mul_(7.0)
+            after = model.tokenizer(tiny_batch, model.embedding(tiny_batch)).tokens
+        assert torch.allclose(before, after, atol=1e-5) == norm
+
+
+def test_embedding_norm_keeps_the_value_of_numeric_fields():
+    torch.manual_seed(0)
+    model = build_model("loopctr", field_schema(), {"user": 20, "item": 20, "hour": 20},
+                        LoopCTRConfig(**SMALL, embedding_norm=True)).eval()
+    batch = field_batch()
+    doubled = {**batch, "price": batch["price"] * 2}
+    with torch.no_grad():
+        tokens = model.tokenizer(batch, model.embedding(batch)).tokens
+        tokens_doubled = model.tokenizer(doubled, model.embedding(doubled)).tokens
+    price = model.tokenizer.ns_fields.index("price")
+    assert not torch.allclose(tokens[:, price], tokens_doubled[:, price])
+    others = [i for i in range(tokens.shape[1]) if i != price]
+    torch.testing.assert_close(tokens[:, others], tokens_doubled[:, others])

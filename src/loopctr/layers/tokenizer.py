@@ -18,6 +18,10 @@ Token order, left to right (fixed per schema; the sequence part's length is the 
 - CLS: a learned token, added when `cls_token` is set or when nothing else would be read out (a dataset without
   behaviour sequences, read out at its target tokens).
 - token types: a learned embedding per kind (each sequence group, target, each NS token, CLS).
+- `embedding_norm`: RMS-normalise every categorical and sequence embedding (no gain) before its projection.
+  Embeddings start at N(0, 1e-4) (FuxiCTR's init), so without it a token's content is about 1e-3 of the
+  projection bias and the position and type embeddings added to it, and the model learns which item a token
+  is only as its embeddings grow. Numeric fields keep their scale (it is their value).
 
 `forward(batch, embeddings)` returns a `Tokens` record: tokens (B, N, d), token mask (B, N) (False at
 padding events), the (N,) flags of history positions, and `n_readout`: the read-out tokens are the last
@@ -35,7 +39,7 @@ import torch
 from torch import nn
 
 from loopctr.data.schema import Schema
-from loopctr.layers.transformer import apply_packed
+from loopctr.layers.transformer import apply_packed, rms_norm
 
 
 @dataclass
@@ -52,8 +56,9 @@ class UnifiedTokenizer(nn.Module):
                  seq_grouping: Literal["aligned", "separate"] = "aligned",
                  ns_tokenizer: Literal["field", "auto_split"] = "field", ns_tokens: int = 0,
                  position_embedding: bool = True, type_embedding: bool = True, cls_token: bool = False,
-                 readout: Literal["target", "non_sequence"] = "target"):
+                 readout: Literal["target", "non_sequence"] = "target", embedding_norm: bool = False):
         super().__init__()
+        self.normalised = {f.name for f in schema.fields if f.type != "numeric"} if embedding_norm else set()
         e, d = embedding_dim, d_model
         self.embedding_dim, self.d_model = e, d
         sequences = schema.of_type("sequence")
@@ -112,6 +117,8 @@ class UnifiedTokenizer(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor], emb: dict[str, torch.Tensor]) -> Tokens:
         b = batch["_label"].shape[0] if "_label" in batch else next(iter(emb.values())).shape[0]
+        if self.normalised:  # eps far below the init's mean square (1e-8); padding rows are zero and stay zero
+            emb = {name: rms_norm(x, eps=1e-12) if name in self.normalised else x for name, x in emb.items()}
         parts, masks, history = [], [], []
         any_padding = False
         zeros = None

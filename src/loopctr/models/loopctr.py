@@ -80,6 +80,7 @@ class LoopCTRConfig(ModelConfig):
     position_embedding: bool = True
     type_embedding: bool = True
     cls_token: bool = False  # always add a CLS read-out token (it is added anyway when there is no target)
+    embedding_norm: bool = False  # RMS-normalise categorical/sequence embeddings before the projections
     # read-out tokens, flattened into the head: "target" (target tokens and CLS) or "non_sequence" (every token
     # that is not a behaviour event: NS-tokens too, which keeps field identity on sequence-free data)
     readout: Literal["target", "non_sequence"] = "target"
@@ -146,7 +147,8 @@ class LoopCTR(CTRModel):
         c = config
         d = c.d_model
         self.tokenizer = UnifiedTokenizer(schema, c.embedding_dim, d, c.seq_grouping, c.ns_tokenizer, c.ns_tokens,
-                                          c.position_embedding, c.type_embedding, c.cls_token, c.readout)
+                                          c.position_embedding, c.type_embedding, c.cls_token, c.readout,
+                                          c.embedding_norm)
 
         def layer(ffn=None):
             return TransformerLayer(d, c.n_heads, c.ffn_hidden, c.dropout, ffn, c.attention_dropout)
