@@ -6,6 +6,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,14 +330,17 @@ def test_onnx_export_matches_eager(din_run, tiny_data):
     np.testing.assert_allclose(onnx_out, eager, rtol=1e-4, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def loop_run(tiny_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("serve") / "loopctr"
+def train_small_loopctr(tiny_data, run, *settings) -> Path:
     args = ["train", "--data", str(tiny_data), "--model", "loopctr", "--out", str(run), "epochs=1", "batch_size=64",
             "threads=1", "embedding_dim=8", "d_model=16", "n_heads=2", "ffn_hidden=32", "head_hidden_units=[16]",
-            "train_loops=3", "infer_loops=1"]
+            "train_loops=3", "infer_loops=1", *settings]
     assert main(args) == 0
     return run
+
+
+@pytest.fixture(scope="module")
+def loop_run(tiny_data, tmp_path_factory):
+    return train_small_loopctr(tiny_data, tmp_path_factory.mktemp("serve") / "loopctr")
 
 
 def test_depth_knob_equals_per_depth_evaluation(loop_run, tiny_data):
@@ -429,6 +433,12 @@ def test_serve_load_benchmark_reads_forward_passes_from_metrics(loop_run, tiny_d
         assert serve_load.forward_totals(address)[1] == 8 * 5 + 5  # the warm-up request too
     finally:
         running.stop()
+
+
+def test_export_with_normalised_embeddings_matches_eager(tiny_data, tmp_path):
+    run = train_small_loopctr(tiny_data, tmp_path / "loopctr", "embedding_norm=true")
+    assert main(["export", "--run", str(run)]) == 0
+    assert_export_matches_eager(run, run / "export-torchscript", tiny_data, 25)
 
 
 def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
