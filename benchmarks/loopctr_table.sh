@@ -34,29 +34,34 @@ declare -A variant=(  # label -> settings of the loopctr model (on top of the mo
 for name in $datasets; do
   data="$out/data/$name"  # the runs go to $out/runs/$name/<label>-s<seed>
   labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 din dnn}
-  settings=(max_len=50) epochs=${EPOCHS:-6} loopctr_settings="" baseline_settings=""
+  settings=(max_len=50) epochs=${EPOCHS:-6}
+  by_architecture=""  # "ARCHITECTURE:key=value": a setting for every run of that model on this dataset
   case $name in
     amazon_beauty|amazon_sports|yelp)
       loopctr prepare --dataset amazon-electronics-x1 --source "$shared/data/benchmark_splits/$name" --out "$data" ;;
     movielens_100k)
       loopctr prepare --dataset movielens --source "$shared/data/movielens_100k" --out "$data" split=time
-      loopctr_settings="batch_size=1024"
-      baseline_settings="bst:num_heads=2" ;;  # BST's 8 heads do not divide its 20-wide tokens (embedding 10)
+      # BST's 8 heads do not divide its 20-wide tokens (embedding 10)
+      by_architecture="loopctr:batch_size=1024 bst:num_heads=2" ;;
     frappe)
       loopctr prepare --dataset frappe --source "$shared/data/frappe/ensfm_positives" --out "$data"
-      labels=" $labels " settings=(lr=0.001) epochs=${EPOCHS:-10} loopctr_settings="batch_size=1024"
+      labels=" $labels " settings=(lr=0.001) epochs=${EPOCHS:-10} by_architecture="loopctr:batch_size=1024"
       labels=${labels// din / } ;;  # DIN needs a behaviour sequence
     *) echo "unknown dataset $name" >&2; exit 2 ;;
   esac
   models=()
   for label in $labels; do
     if [ -n "${variant[$label]:-}" ]; then
-      models+=("loopctr-$label=loopctr")
-      for kv in ${variant[$label]} $loopctr_settings; do settings+=("loopctr-$label:$kv"); done
+      run=loopctr-$label architecture=loopctr
+      models+=("$run=loopctr")
+      for kv in ${variant[$label]}; do settings+=("$run:$kv"); done
     else
+      run=$label architecture=$label
       models+=("$label")
-      for kv in $baseline_settings; do if [[ $kv == "$label:"* ]]; then settings+=("$kv"); fi; done
     fi
+    for kv in $by_architecture; do
+      if [[ $kv == "$architecture:"* ]]; then settings+=("$run:${kv#*:}"); fi
+    done
   done
   python "$here/bench.py" --models "$(IFS=,; echo "${models[*]}")" --data "$data" --seeds "$seeds" \
     --out "$out/runs" --epochs "$epochs" "threads=${THREADS:-1}" early_stop_patience=1 "${settings[@]}"
