@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -67,9 +68,20 @@ def test_prepare_is_cached_and_atomic(tmp_path):
     prepare_dataset(X1, out, source_dir=src, log=messages.append)
     assert "up to date" in messages[0]
     assert (out / "schema.json").stat().st_mtime_ns == stamp
+    # a copy with fresh modification times and the same bytes is the same source
+    train = src / "train.csv"
+    os.utime(train, ns=(stamp + 10**9, stamp + 10**9))
+    messages.clear()
+    prepare_dataset(X1, out, source_dir=src, log=messages.append)
+    assert "newer modification time, same contents" in messages[0] and "up to date" in messages[1]
+    # same size, other bytes: refused, naming the file, before the (here unparsable) sources are read
+    text = train.read_text()
+    train.write_text(text.replace("1,", "x,", 1))
+    with pytest.raises(UserError, match=r"train.csv changed since it was prepared.*--overwrite"):
+        prepare_dataset(X1, out, source_dir=src, **quiet)
     # changed sources: refuse to replace silently, replace with --overwrite
-    (src / "train.csv").write_text("\n".join([X1_HEADER, *X1_TRAIN[:4]]) + "\n")
-    with pytest.raises(UserError, match="--overwrite"):
+    train.write_text("\n".join([X1_HEADER, *X1_TRAIN[:4]]) + "\n")
+    with pytest.raises(UserError, match="other source files or settings.*--overwrite"):
         prepare_dataset(X1, out, source_dir=src, **quiet)
     prepare_dataset(X1, out, source_dir=src, overwrite=True, **quiet)
     assert PreparedDataset(out).meta["splits"]["train"]["rows"] == 4

@@ -173,13 +173,20 @@ def fit_vocabularies(raw: dict, schema: Schema) -> dict[str, list[str]]:
     return vocabs
 
 
-def source_fingerprint(paths: list[Path]) -> list:
-    """Cheap identity of source files (path, size, mtime) for the preparation cache."""
+def source_stamps(paths: list[Path]) -> list[dict]:
+    """Path, size and modification time of each source file. Path and size go into the cache key; a changed
+    modification time alone falls back to the content digest recorded at preparation, so a copy with fresh
+    times (cp or rsync without -t, a container build, a re-mounted share) still counts as the same source."""
     out = []
     for p in paths:
         st = Path(p).stat()
-        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+        out.append({"path": str(Path(p).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     return out
+
+
+def file_digest(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_key(schema: Schema, source_identity) -> str:
@@ -187,14 +194,49 @@ def cache_key(schema: Schema, source_identity) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def is_prepared(out_dir: Path, key: str) -> bool:
-    meta = Path(out_dir) / "schema.json"
-    if not meta.is_file():
-        return False
+def stale_reason(out_dir: Path, key: str, stamps: list[dict], log=print) -> str | None:
+    """None when `out_dir` holds this preparation (same key, each source file unchanged by time or by content),
+    else why not. Modification times found to differ while the contents match are refreshed in schema.json."""
+    meta_path = Path(out_dir) / "schema.json"
+    if not meta_path.is_file():
+        return "it holds no prepared dataset"
     try:
-        return json.loads(meta.read_text()).get("cache_key") == key
-    except (json.JSONDecodeError, OSError):
-        return False
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, OSError) as err:
+        return f"its schema.json is unreadable ({err})"
+    if meta.get("cache_key") != key:
+        return "it was prepared from other source files or settings"
+    recorded = {f["path"]: f for f in meta.get("source_files", [])}
+    touched = []
+    for stamp in stamps:
+        old = recorded.get(stamp["path"])
+        if old is None:
+            return f"it records no digest of {stamp['path']}"
+        if old["mtime_ns"] == stamp["mtime_ns"]:
+            continue
+        if file_digest(stamp["path"]) != old["sha256"]:
+            return f"{stamp['path']} changed since it was prepared"
+        touched.append(Path(stamp["path"]).name)
+        old["mtime_ns"] = stamp["mtime_ns"]
+    if touched:
+        log(f"{out_dir}: {', '.join(touched)}: newer modification time, same contents")
+        _write_atomic(meta_path, json.dumps(meta, indent=2))
+    return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _check_replaceable(out_dir: Path, overwrite: bool, why: str) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not (out_dir / "schema.json").is_file():
+            raise UserError(f"{out_dir}: exists and is not a prepared dataset; choose another --out")
+        if not overwrite:
+            raise UserError(f"{out_dir}: holds a dataset that does not match: {why}; "
+                            "pass --overwrite to replace it, or choose another --out")
 
 
 def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, key: str, source_names: dict,
@@ -206,14 +248,7 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
     `pretrained` maps a vocabulary to (tokens, vectors): the vectors are aligned with the fitted vocabulary
     and written to `pretrained/<vocab>.npy` (rows 0 and 1, padding and OOV, and unmatched tokens are zeros)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / "schema.json").is_file():
-            raise UserError(f"{out_dir}: exists and is not a prepared dataset; choose another --out")
-        if not overwrite:
-            raise UserError(
-                f"{out_dir}: holds a dataset prepared from other sources or settings; "
-                "pass --overwrite to replace it, or choose another --out"
-            )
+    _check_replaceable(out_dir, overwrite, "it was prepared from other sources or settings")
     t0 = started if started is not None else time.perf_counter()
     raw = {split: _raw_tokens(table, schema, source_names[split]) for split, table in tables.items()}
     vocabs = fit_vocabularies(raw["train"], schema)
@@ -290,13 +325,17 @@ def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = Fa
     if test_as_valid and not ({"valid", "test"} <= set(schema.splits)):
         raise UserError(f"--test-as-valid: dataset '{entry.name}' needs 'valid' and 'test' splits in its schema")
     ctx = registry.ReadContext(schema, source_dir, options, test_as_valid=test_as_valid, log=log)
+    stamps = source_stamps(layout.files(ctx))
     identity = {"layout": layout.name, "options": registry.options_dict(options),
-                "files": source_fingerprint(layout.files(ctx)), "test_as_valid": test_as_valid}
+                "files": [[f["path"], f["size"]] for f in stamps], "test_as_valid": test_as_valid}
     key = cache_key(schema, identity)
-    if is_prepared(out_dir, key):
+    why = stale_reason(out_dir, key, stamps, log=log)
+    if why is None:
         log(f"{out_dir}: up to date (same sources and settings); reusing it")
         return json.loads((out_dir / "schema.json").read_text())
+    _check_replaceable(out_dir, overwrite, why)  # before reading: refusing should not cost a full read
     result = layout.read(ctx)
+    stamps = [{**f, "sha256": file_digest(f["path"])} for f in stamps]
     tables, names = dict(result.tables), dict(result.names)
     protocol = {"valid_is_test": bool(test_as_valid)}
     if test_as_valid:
@@ -305,7 +344,7 @@ def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = Fa
     tables = {split: tables[split] for split in schema.splits if split in tables}
     extra = {"source": {"dataset": entry.name, "layout": layout.name, "options": registry.options_dict(options),
                         **({"dir": str(source_dir.resolve())} if layout.needs_source else {}), **result.info},
-             "protocol": protocol, "defaults": entry.defaults}
+             "protocol": protocol, "defaults": entry.defaults, "source_files": stamps}
     meta = prepare_tables(schema, tables, out_dir, key, names, overwrite=overwrite, started=started,
                           extra_meta=extra, pretrained=result.pretrained)
     rows = sum(s["rows"] for s in meta["splits"].values())
