@@ -73,12 +73,18 @@ def test_prepare_is_cached_and_atomic(tmp_path):
     os.utime(train, ns=(stamp + 10**9, stamp + 10**9))
     messages.clear()
     prepare_dataset(X1, out, source_dir=src, log=messages.append)
-    assert "newer modification time, same contents" in messages[0] and "up to date" in messages[1]
+    assert "new modification time, same contents" in messages[0] and "up to date" in messages[1]
     # same size, other bytes: refused, naming the file, before the (here unparsable) sources are read
     text = train.read_text()
     train.write_text(text.replace("1,", "x,", 1))
     with pytest.raises(UserError, match=r"train.csv changed since it was prepared.*--overwrite"):
         prepare_dataset(X1, out, source_dir=src, **quiet)
+    # a directory prepared before source digests were recorded
+    meta = json.loads((out / "schema.json").read_text())
+    (out / "schema.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "source_files"}))
+    with pytest.raises(UserError, match="older loopctr.*--overwrite"):
+        prepare_dataset(X1, out, source_dir=src, **quiet)
+    (out / "schema.json").write_text(json.dumps(meta))
     # changed sources: refuse to replace silently, replace with --overwrite
     train.write_text("\n".join([X1_HEADER, *X1_TRAIN[:4]]) + "\n")
     with pytest.raises(UserError, match="other source files or settings.*--overwrite"):

@@ -204,14 +204,14 @@ def stale_reason(out_dir: Path, key: str, stamps: list[dict], log=print) -> str 
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, OSError) as err:
         return f"its schema.json is unreadable ({err})"
+    if "source_files" not in meta:
+        return "it was prepared by an older loopctr, which recorded no digests of its sources"
     if meta.get("cache_key") != key:
         return "it was prepared from other source files or settings"
-    recorded = {f["path"]: f for f in meta.get("source_files", [])}
+    recorded = {f["path"]: f for f in meta["source_files"]}
     touched = []
     for stamp in stamps:
-        old = recorded.get(stamp["path"])
-        if old is None:
-            return f"it records no digest of {stamp['path']}"
+        old = recorded[stamp["path"]]  # the same key means the same paths
         if old["mtime_ns"] == stamp["mtime_ns"]:
             continue
         if file_digest(stamp["path"]) != old["sha256"]:
@@ -219,7 +219,7 @@ def stale_reason(out_dir: Path, key: str, stamps: list[dict], log=print) -> str 
         touched.append(Path(stamp["path"]).name)
         old["mtime_ns"] = stamp["mtime_ns"]
     if touched:
-        log(f"{out_dir}: {', '.join(touched)}: newer modification time, same contents")
+        log(f"{out_dir}: {', '.join(touched)}: new modification time, same contents")
         _write_atomic(meta_path, json.dumps(meta, indent=2))
     return None
 
