@@ -5,6 +5,7 @@ test AUC first.
 
 Runs evaluated by depth (`loopctr evaluate --run R --depths all`, which writes R/eval.json) get a second
 table: test AUC at every depth, the oracle AUC (best depth per sample) and its headroom over depth 1.
+Each table is followed by its per-seed values (test AUC; oracle headroom), in seed order.
 """
 
 from __future__ import annotations
@@ -23,19 +24,37 @@ def mean_std(values) -> str:
     return f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if v.size > 1 else "")
 
 
-def depth_table(root: str) -> list[str]:
+def seed_of(path: Path) -> int:
+    match = re.search(r"-s(\d+)$", path.parent.name)
+    return int(match.group(1)) if match else 0
+
+
+def load_groups(root: str, filename: str) -> dict[str, list[tuple[int, dict]]]:
+    """{config: [(seed, parsed file), ...] in seed order} for run dirs named <config>-s<seed>."""
     groups = defaultdict(list)
-    for path in sorted(Path(root).glob("*/eval.json")):
-        report = json.loads(path.read_text())
-        if "by_depth" in report:
-            groups[re.sub(r"-s\d+$", "", path.parent.name)].append(report)
+    for path in sorted(Path(root).glob(f"*/{filename}"), key=seed_of):
+        groups[re.sub(r"-s\d+$", "", path.parent.name)].append((seed_of(path), json.loads(path.read_text())))
+    return groups
+
+
+def per_seed(title: str, groups: dict, value) -> list[str]:
+    return [f"{title}, each seed:"] + [
+        f"- {name}: " + " / ".join(f"{value(r):.4f}" for _, r in runs) + f" (seeds {', '.join(str(s) for s, _ in runs)})"
+        for name, runs in groups.items()]
+
+
+def depth_table(root: str) -> list[str]:
+    groups = {name: [(s, r) for s, r in runs if "by_depth" in r]
+              for name, runs in load_groups(root, "eval.json").items()}
+    groups = {name: runs for name, runs in groups.items() if runs}
     if not groups:
         return []
-    depths = sorted({d["depth"] for runs in groups.values() for r in runs for d in r["by_depth"]})
+    depths = sorted({d["depth"] for runs in groups.values() for _, r in runs for d in r["by_depth"]})
     lines = ["| config | seeds | " + " | ".join(f"AUC depth {d}" for d in depths)
              + " | oracle AUC | headroom over depth 1 | best-depth share |",
              "|---|---|" + "---|" * (len(depths) + 3)]
-    for name, runs in groups.items():
+    for name, seeded in groups.items():
+        runs = [r for _, r in seeded]
         cells = []
         for d in depths:
             values = [x["auc"] for r in runs for x in r["by_depth"] if x["depth"] == d]
@@ -45,17 +64,17 @@ def depth_table(root: str) -> list[str]:
                      + f" | {mean_std([r['oracle']['auc'] for r in runs])}"
                      + f" | {mean_std([r['oracle']['headroom_auc'] for r in runs])} | "
                      + " / ".join(f"{s:.2f}" for s in share) + " |")
-    return lines
+    return lines + [""] + per_seed("Oracle headroom over depth 1", groups, lambda r: r["oracle"]["headroom_auc"])
 
 
 def main(root: str):
-    groups = defaultdict(list)
-    for path in sorted(Path(root).glob("*/metrics.json")):
-        groups[re.sub(r"-s\d+$", "", path.parent.name)].append(json.loads(path.read_text()))
+    seeded = load_groups(root, "metrics.json")
+    seeded = dict(sorted(seeded.items(), key=lambda g: -np.mean([r["auc"] for _, r in g[1]])))  # best first
+    groups = {name: [r for _, r in runs] for name, runs in seeded.items()}
     print("| config | seeds | test AUC | gAUC | logloss | NE | best valid AUC | best epoch | dense params | "
           "embedding params | train samples/s | eval samples/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, runs in sorted(groups.items(), key=lambda g: -np.mean([r["auc"] for r in g[1]])):  # best first
+    for name, runs in groups.items():
         col = lambda k: np.array([r[k] for r in runs], dtype=float)  # noqa: E731
         ms = lambda k: mean_std(col(k)) if all(k in r for r in runs) else "-"  # noqa: E731  (gAUC needs a group)
         valid = np.array([r["valid"]["auc"] for r in runs])
@@ -63,6 +82,7 @@ def main(root: str):
               f"{valid.mean():.4f} | {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['params_dense']:,} | "
               f"{runs[0]['params_embedding']:,} | {col('train_samples_per_s').mean():,.0f} | "
               f"{col('eval_samples_per_s').mean():,.0f} |")
+    print("\n" + "\n".join(per_seed("Test AUC", seeded, lambda r: r["auc"])))
     lines = depth_table(root)
     if lines:
         print("\n" + "\n".join(lines))

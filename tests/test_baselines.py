@@ -419,6 +419,8 @@ def test_summarize_tables_over_seeds_and_depths(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 |" in out  # test AUC over the two seeds
     assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 | 0.8100 ± 0.0000 | 0.8400 ± 0.0141 | 0.0300 ± 0.0000 | 0.65 / 0.35 |" in out
+    assert "- loopctr-1-3: 0.8000 / 0.8200 (seeds 1, 2)" in out  # per-seed test AUC, in seed order
+    assert "- loopctr-1-3: 0.0300 / 0.0300 (seeds 1, 2)" in out  # per-seed oracle headroom
     # a dataset without a group column (Frappe) has no gAUC: the cell reads "-"
     ungrouped = tmp_path / "ungrouped" / "dnn-s1"
     ungrouped.mkdir(parents=True)
