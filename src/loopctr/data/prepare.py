@@ -1,6 +1,7 @@
 """`loopctr prepare`: fit vocabularies on the train split, transform every split, write column files.
 
-The prepared-dataset directory holds `schema.json` (schema, vocabulary sizes, split sizes, fingerprint),
+The prepared-dataset directory holds `schema.json` (schema, vocabulary sizes, split sizes, fingerprint, the
+source files with their sizes, modification times and SHA-256, which decide whether a re-run can reuse it),
 `vocab/<name>.json` (tokens; index 0 is padding, 1 is out-of-vocabulary, tokens start at 2) and one
 directory per split of memory-mappable `.npy` files: `<field>.npy` (int32 ids or float32 numerics; for
 sequences the flat int32 ids of all rows, newest max_len events per row, oldest first), `<field>.offsets.npy`
