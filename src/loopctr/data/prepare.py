@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loopctr.atomic import atomic_write_text
 from loopctr.data.schema import Schema
 from loopctr.data.sources import split_sequence
 from loopctr.errors import UserError
@@ -221,14 +222,8 @@ def stale_reason(out_dir: Path, key: str, stamps: list[dict], log=print) -> str 
         old["mtime_ns"] = stamp["mtime_ns"]
     if touched:
         log(f"{out_dir}: {', '.join(touched)}: new modification time, same contents")
-        _write_atomic(meta_path, json.dumps(meta, indent=2))
+        atomic_write_text(meta_path, json.dumps(meta, indent=2))
     return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _check_replaceable(out_dir: Path, overwrite: bool, why: str) -> None:

@@ -3,35 +3,17 @@ config and the data fingerprint. Every file is written to a temporary name and r
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from loopctr.atomic import atomic_write_bytes
 from loopctr.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-
-
-def atomic_write_bytes(path: Path, writer) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
 
 def save(path: Path, obj: dict) -> None:

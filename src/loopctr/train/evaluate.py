@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from loopctr import metrics as M
+from loopctr.atomic import atomic_write_text
 from loopctr.data.loader import BatchLoader
 from loopctr.data.prepare import GROUP, LABEL
 from loopctr.train.distributed import DistEnv, gather_arrays
@@ -130,7 +131,5 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
               "eval_samples_per_s": speed, "epoch": state.get("epoch")}
     if depth_list is not None:
         report["depths"] = depth_list
-    from loopctr.train.checkpoint import atomic_write_text
-
     atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
     return report

@@ -19,6 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from loopctr.atomic import atomic_write_text
 from loopctr.config import apply_overrides, flatten
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader
@@ -135,7 +136,7 @@ class Trainer:
 
     def _write_config(self, data_dir):
         config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
-        ckpt.atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def extend_budget(self, data_dir):
         """`--resume epochs=N`, after `larger_budget` checked the config: refuse a run that early stopping ended,
@@ -348,7 +349,7 @@ class Trainer:
         if self.env.is_main:
             if "auc" not in report:  # no test split: report validation
                 report.update(report["valid"])
-            ckpt.atomic_write_text(self.out / "metrics.json", json.dumps(report, indent=2))
+            atomic_write_text(self.out / "metrics.json", json.dumps(report, indent=2))
             self._record({"event": "final", "step": self.state.step,
                           **{k: v for k, v in report.items() if isinstance(v, (int, float))}})
         if self.tb is not None:
