@@ -24,16 +24,18 @@ def mean_std(values) -> str:
     return f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if v.size > 1 else "")
 
 
-def seed_of(path: Path) -> int:
-    match = re.search(r"-s(\d+)$", path.parent.name)
-    return int(match.group(1)) if match else 0
+def config_and_seed(run_dir: Path) -> tuple[str, int]:
+    """A run dir named <config>-s<seed>; any other name is a config of its own, seed 0."""
+    match = re.fullmatch(r"(.*)-s(\d+)", run_dir.name)
+    return (match.group(1), int(match.group(2))) if match else (run_dir.name, 0)
 
 
 def load_groups(root: str, filename: str) -> dict[str, list[tuple[int, dict]]]:
-    """{config: [(seed, parsed file), ...] in seed order} for run dirs named <config>-s<seed>."""
+    """{config: [(seed, parsed file), ...] in seed order}."""
     groups = defaultdict(list)
-    for path in sorted(Path(root).glob(f"*/{filename}"), key=seed_of):
-        groups[re.sub(r"-s\d+$", "", path.parent.name)].append((seed_of(path), json.loads(path.read_text())))
+    for path in sorted(Path(root).glob(f"*/{filename}"), key=lambda p: config_and_seed(p.parent)[1]):
+        config, seed = config_and_seed(path.parent)
+        groups[config].append((seed, json.loads(path.read_text())))
     return groups
 
 
@@ -44,9 +46,8 @@ def per_seed(title: str, groups: dict, value) -> list[str]:
 
 
 def depth_table(root: str) -> list[str]:
-    groups = {name: [(s, r) for s, r in runs if "by_depth" in r]
-              for name, runs in load_groups(root, "eval.json").items()}
-    groups = {name: runs for name, runs in groups.items() if runs}
+    groups = {name: kept for name, runs in load_groups(root, "eval.json").items()
+              if (kept := [(s, r) for s, r in runs if "by_depth" in r])}
     if not groups:
         return []
     depths = sorted({d["depth"] for runs in groups.values() for _, r in runs for d in r["by_depth"]})
@@ -70,11 +71,11 @@ def depth_table(root: str) -> list[str]:
 def main(root: str):
     seeded = load_groups(root, "metrics.json")
     seeded = dict(sorted(seeded.items(), key=lambda g: -np.mean([r["auc"] for _, r in g[1]])))  # best first
-    groups = {name: [r for _, r in runs] for name, runs in seeded.items()}
     print("| config | seeds | test AUC | gAUC | logloss | NE | best valid AUC | best epoch | dense params | "
           "embedding params | train samples/s | eval samples/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, runs in groups.items():
+    for name, runs_with_seeds in seeded.items():
+        runs = [r for _, r in runs_with_seeds]
         col = lambda k: np.array([r[k] for r in runs], dtype=float)  # noqa: E731
         ms = lambda k: mean_std(col(k)) if all(k in r for r in runs) else "-"  # noqa: E731  (gAUC needs a group)
         valid = np.array([r["valid"]["auc"] for r in runs])
