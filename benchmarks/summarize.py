@@ -5,7 +5,8 @@ test AUC first.
 
 Runs evaluated by depth (`loopctr evaluate --run R --depths all`, which writes R/eval.json) get a second
 table: test AUC at every depth, the oracle AUC (best depth per sample) and its headroom over depth 1.
-Each table is followed by its per-seed values (test AUC; oracle headroom), in seed order.
+Each table is followed by its per-seed values (test AUC; oracle headroom), in seed order, and the runs whose best
+epoch was the budget's last (still improving when the budget stopped them: `--resume epochs=N` continues them).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def depth_table(root: str) -> list[str]:
 def main(root: str):
     seeded = load_groups(root, "metrics.json")
     seeded = dict(sorted(seeded.items(), key=lambda g: -np.mean([r["auc"] for _, r in g[1]])))  # best first
-    print("| config | seeds | test AUC | gAUC | logloss | NE | best valid AUC | best epoch | dense params | "
+    print("| config | seeds | test AUC | gAUC | logloss | NE | best valid AUC | best epoch / epochs run | dense params | "
           "embedding params | train samples/s | eval samples/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs_with_seeds in seeded.items():
@@ -79,11 +80,17 @@ def main(root: str):
         col = lambda k: np.array([r[k] for r in runs], dtype=float)  # noqa: E731
         ms = lambda k: mean_std(col(k)) if all(k in r for r in runs) else "-"  # noqa: E731  (gAUC needs a group)
         valid = np.array([r["valid"]["auc"] for r in runs])
+        epochs = ", ".join(f"{r['best_epoch']} / {r['epochs_run']}" for r in runs)
         print(f"| {name} | {len(runs)} | {ms('auc')} | {ms('gauc')} | {ms('logloss')} | {ms('ne')} | "
-              f"{valid.mean():.4f} | {', '.join(str(r['best_epoch']) for r in runs)} | {runs[0]['params_dense']:,} | "
+              f"{valid.mean():.4f} | {epochs} | {runs[0]['params_dense']:,} | "
               f"{runs[0]['params_embedding']:,} | {col('train_samples_per_s').mean():,.0f} | "
               f"{col('eval_samples_per_s').mean():,.0f} |")
     print("\n" + "\n".join(per_seed("Test AUC", seeded, lambda r: r["auc"])))
+    # a run whose last epoch was its best cannot have been stopped by patience
+    at_budget = {name: [str(s) for s, r in runs if r["best_epoch"] == r["epochs_run"]] for name, runs in seeded.items()}
+    if any(at_budget.values()):
+        print("\nStill improving at the budget's last epoch: "
+              + "; ".join(f"{name} seeds {', '.join(seeds)}" for name, seeds in at_budget.items() if seeds))
     lines = depth_table(root)
     if lines:
         print("\n" + "\n".join(lines))

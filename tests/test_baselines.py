@@ -409,7 +409,7 @@ def test_summarize_tables_over_seeds_and_depths(tmp_path, capsys):
         run = tmp_path / f"loopctr-1-3-s{seed}"
         run.mkdir()
         metrics = {"auc": auc1, "gauc": 0.7, "logloss": 0.5, "ne": 0.8, "valid": {"auc": 0.9}, "best_epoch": seed,
-                   "params_dense": 10, "params_embedding": 20, "train_samples_per_s": 100.0,
+                   "epochs_run": 2, "params_dense": 10, "params_embedding": 20, "train_samples_per_s": 100.0,
                    "eval_samples_per_s": 200.0}
         (run / "metrics.json").write_text(json.dumps(metrics))
         report = {"by_depth": [{"depth": 1, "auc": auc1}, {"depth": 2, "auc": auc2}],
@@ -421,6 +421,8 @@ def test_summarize_tables_over_seeds_and_depths(tmp_path, capsys):
     assert "| loopctr-1-3 | 2 | 0.8100 ± 0.0141 | 0.8100 ± 0.0000 | 0.8400 ± 0.0141 | 0.0300 ± 0.0000 | 0.65 / 0.35 |" in out
     assert "- loopctr-1-3: 0.8000 / 0.8200 (seeds 1, 2)" in out  # per-seed test AUC, in seed order
     assert "- loopctr-1-3: 0.0300 / 0.0300 (seeds 1, 2)" in out  # per-seed oracle headroom
+    assert "| 1 / 2, 2 / 2 |" in out  # best epoch / epochs run
+    assert "Still improving at the budget's last epoch: loopctr-1-3 seeds 2" in out
     # a dataset without a group column (Frappe) has no gAUC: the cell reads "-"
     ungrouped = tmp_path / "ungrouped" / "dnn-s1"
     ungrouped.mkdir(parents=True)

@@ -180,6 +180,18 @@ def test_resume_with_a_larger_budget_equals_the_longer_run(tiny_data, tmp_path, 
     assert _log(extended) == _log(straight)  # one report, at the end
 
 
+def test_a_run_still_improving_at_its_budget_says_so(tiny_data, tmp_path, capsys, monkeypatch):
+    import loopctr.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "improved", lambda *args: True)  # every epoch is a new best
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "epochs=2", "early_stop_patience=1") == 0
+    report = json.loads((run / "metrics.json").read_text())
+    assert (report["epochs_run"], report["best_epoch"], report["stopped_by"]) == (2, 2, "budget")
+    out = capsys.readouterr().out
+    assert "best valid score came at the budget's last epoch (2)" in out and "--resume epochs=N" in out
+
+
 def _log(run):
     return [(e["event"], e.get("epoch"), e.get("step"), e.get("loss"))
             for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
@@ -191,7 +203,8 @@ def test_resume_with_a_larger_budget_refuses_a_run_stopped_by_patience(tiny_data
     monkeypatch.setattr(trainer, "improved", lambda score, best, *args: best is None)  # epoch 2 never improves
     run = tmp_path / "run"
     assert train(tiny_data, run, "epochs=3", "early_stop_patience=1") == 0
-    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+    report = json.loads((run / "metrics.json").read_text())
+    assert (report["epochs_run"], report["best_epoch"], report["stopped_by"]) == (2, 1, "patience")
     assert main(["train", "--out", str(run), "--resume", "epochs=5"]) == 2
     assert "stopped early by patience at epoch 2" in capsys.readouterr().err
     assert "epochs: 3" in (run / "config.yaml").read_text()

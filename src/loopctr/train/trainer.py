@@ -329,10 +329,17 @@ class Trainer:
         distributed.barrier(self.env)
         best = ckpt.load(self.out / ckpt.BEST, self.data.fingerprint)
         self.model.load_state_dict(best["model"])
-        report = {"model": self.run.model_name, "best_epoch": self.state.best_epoch,
-                  "epochs_run": self.state.epoch, "params_dense": counts["dense"],
-                  "params_embedding": counts["embedding"], "train_seconds": round(self.state.train_seconds, 3),
-                  "train_samples_per_s": self.state.samples / max(self.state.train_seconds, 1e-9)}
+        st = self.state
+        stopped_by = "patience" if st.stopped_early else "budget"
+        if stopped_by == "budget" and st.best_epoch == st.epoch:
+            # the commonest way a comparison goes wrong: a slow learner cut off while still improving
+            self.log(f"note: the best {self.cfg.valid_split} score came at the budget's last epoch ({st.epoch}), so "
+                     f"the model may still be improving; `loopctr train --out {self.out} --resume epochs=N` "
+                     "continues it as if it had been started with N")
+        report = {"model": self.run.model_name, "best_epoch": st.best_epoch, "epochs_run": st.epoch,
+                  "stopped_by": stopped_by, "params_dense": counts["dense"],
+                  "params_embedding": counts["embedding"], "train_seconds": round(st.train_seconds, 3),
+                  "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9)}
         for split in self.data.split_names:
             report[f"rows_{split}"] = self.data.meta["splits"][split]["rows"]
         for split in [s for s in ("valid", "test") if s in self.data.split_names]:
@@ -350,7 +357,7 @@ class Trainer:
             if "auc" not in report:  # no test split: report validation
                 report.update(report["valid"])
             atomic_write_text(self.out / "metrics.json", json.dumps(report, indent=2))
-            self._record({"event": "final", "step": self.state.step,
+            self._record({"event": "final", "step": st.step,
                           **{k: v for k, v in report.items() if isinstance(v, (int, float))}})
         if self.tb is not None:
             self.tb.close()
