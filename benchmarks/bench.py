@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("auc", "gauc", "logloss", "ne", "params_dense", "params_embedding", "train_samples_per_s",
-           "eval_samples_per_s", "best_epoch", "epochs_run", "train_seconds")
+           "eval_samples_per_s", "best_epoch", "epochs_run", "stopped_by", "train_seconds")
 
 
 def dataset_label(data: Path) -> str:
