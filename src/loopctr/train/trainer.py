@@ -330,14 +330,14 @@ class Trainer:
         best = ckpt.load(self.out / ckpt.BEST, self.data.fingerprint)
         self.model.load_state_dict(best["model"])
         st = self.state
-        stopped_by = "patience" if st.stopped_early else "budget"
-        if stopped_by == "budget" and st.best_epoch == st.epoch:
-            # the commonest way a comparison goes wrong: a slow learner cut off while still improving
+        # an improving last epoch cannot trigger patience, so the budget cut this run while it was still improving:
+        # the commonest way a comparison of slow and fast learners goes wrong
+        if st.best_epoch == st.epoch:
             self.log(f"note: the best {self.cfg.valid_split} score came at the budget's last epoch ({st.epoch}), so "
                      f"the model may still be improving; `loopctr train --out {self.out} --resume epochs=N` "
                      "continues it as if it had been started with N")
         report = {"model": self.run.model_name, "best_epoch": st.best_epoch, "epochs_run": st.epoch,
-                  "stopped_by": stopped_by, "params_dense": counts["dense"],
+                  "stopped_by": "patience" if st.stopped_early else "budget", "params_dense": counts["dense"],
                   "params_embedding": counts["embedding"], "train_seconds": round(st.train_seconds, 3),
                   "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9)}
         for split in self.data.split_names:
