@@ -167,7 +167,9 @@ def test_resume_with_a_larger_budget_equals_the_longer_run(tiny_data, tmp_path, 
     assert train(tiny_data, straight, "epochs=3", "early_stop_patience=0") == 0
     assert train(tiny_data, extended, "epochs=2", "early_stop_patience=0") == 0
     assert main(["train", "--out", str(extended), "--resume", "lr=0.1"]) == 2
-    assert "only epochs=N may change, not ['train.lr']" in capsys.readouterr().err
+    assert "only epochs=N and early_stop_patience=P may change, not ['train.lr']" in capsys.readouterr().err
+    assert main(["train", "--out", str(extended), "--resume", "early_stop_patience=1"]) == 2
+    assert "a stricter patience than the run's (0)" in capsys.readouterr().err
     assert main(["train", "--out", str(extended), "--resume", "epochs=1"]) == 2
     assert "already trained 2 epochs" in capsys.readouterr().err
     assert main(["train", "--out", str(extended), "--resume", "epochs=3"]) == 0
@@ -197,17 +199,46 @@ def _log(run):
             for e in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
 
 
-def test_resume_with_a_larger_budget_refuses_a_run_stopped_by_patience(tiny_data, tmp_path, capsys, monkeypatch):
+def _scripted_improvements(monkeypatch, *answers):
+    """Make the trainer's epochs improve (True) or not (False) in the given order."""
     import loopctr.train.trainer as trainer
 
-    monkeypatch.setattr(trainer, "improved", lambda score, best, *args: best is None)  # epoch 2 never improves
+    queue = list(answers)
+    monkeypatch.setattr(trainer, "improved", lambda *args: queue.pop(0))
+
+
+def test_resume_with_a_larger_budget_refuses_a_run_stopped_by_patience(tiny_data, tmp_path, capsys, monkeypatch):
+    _scripted_improvements(monkeypatch, True, False)
     run = tmp_path / "run"
     assert train(tiny_data, run, "epochs=3", "early_stop_patience=1") == 0
     report = json.loads((run / "metrics.json").read_text())
     assert (report["epochs_run"], report["best_epoch"], report["stopped_by"]) == (2, 1, "patience")
     assert main(["train", "--out", str(run), "--resume", "epochs=5"]) == 2
-    assert "stopped early by patience at epoch 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stopped early by patience at epoch 2 after 1 epoch(s)" in err and "early_stop_patience=2" in err
     assert "epochs: 3" in (run / "config.yaml").read_text()
+
+
+def test_resume_with_a_looser_patience_equals_the_more_patient_run(tiny_data, tmp_path, monkeypatch):
+    """A run that patience 1 stopped continues with `--resume early_stop_patience=2` as if started with 2: the
+    epoch without improvement lowered the learning rate the same way, and the checkpoint holds the weights after it."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    _scripted_improvements(monkeypatch, True, False, True)
+    assert train(tiny_data, straight, "epochs=3", "early_stop_patience=2") == 0
+    _scripted_improvements(monkeypatch, True, False)
+    assert train(tiny_data, stopped, "epochs=3", "early_stop_patience=1") == 0
+    assert json.loads((stopped / "metrics.json").read_text())["stopped_by"] == "patience"
+    _scripted_improvements(monkeypatch, True)
+    assert main(["train", "--out", str(stopped), "--resume", "early_stop_patience=2"]) == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(stopped / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["trainer"]["lr_scale"] == b["trainer"]["lr_scale"] < 1  # the plateau rule fired once in both
+    done, longer = (json.loads((run / "metrics.json").read_text()) for run in (stopped, straight))
+    assert (done["epochs_run"], done["best_epoch"], done["stopped_by"]) == (3, 3, "budget")
+    assert done["auc"] == longer["auc"]
+    assert "early_stop_patience: 2" in (stopped / "config.yaml").read_text()
+    assert _log(stopped) == _log(straight)
 
 
 @pytest.mark.parametrize("model", ["din", "loopctr"])

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="model name (see `loopctr models`)")
     s.add_argument("--out", required=True, help="run directory (must not exist, unless --resume)")
     s.add_argument("--config", help="YAML with model/train/data sections")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (with epochs=N: to a larger budget)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (with epochs=N: to a larger budget; with early_stop_patience=P: past a patience stop)")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=3 model.dnn_dropout=0.2")
     s.set_defaults(func=cmd_train)
 

@@ -138,12 +138,17 @@ class Trainer:
         config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
         atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
-    def extend_budget(self, data_dir):
-        """`--resume epochs=N`, after `larger_budget` checked the config: refuse a run that early stopping ended,
-        then record the new budget, so that a later plain --resume keeps it."""
-        if self.state.stopped_early:
-            raise UserError(f"{self.out}: stopped early by patience at epoch {self.state.epoch}; "
-                            "a larger budget does not continue it")
+    def continue_finished(self, data_dir):
+        """`--resume epochs=N early_stop_patience=P`, after `continued_config` checked the config: a run that
+        patience stopped goes on only if P would not have stopped it (P = 0, or P > its epochs without
+        improvement); then record the new settings, so that a later plain --resume keeps them."""
+        st, patience = self.state, self.cfg.early_stop_patience
+        if st.stopped_early:
+            if 0 < patience <= st.bad_epochs:
+                raise UserError(f"{self.out}: stopped early by patience at epoch {st.epoch} after {st.bad_epochs} "
+                                f"epoch(s) without improvement; early_stop_patience={st.bad_epochs + 1} (or 0) "
+                                "continues it as if it had been started with that patience")
+            st.stopped_early = False
         if self.env.is_main:
             self._write_config(data_dir)
 
@@ -311,7 +316,7 @@ class Trainer:
         if (self.out / "metrics.json").is_file():
             if st.stopped_early or st.epoch >= self.cfg.epochs:
                 raise UserError(f"{self.out}: this run already finished (metrics.json exists); "
-                                "--resume epochs=N continues it to a larger budget")
+                                "--resume epochs=N (or early_stop_patience=P) continues it")
             (self.out / "eval.json").unlink(missing_ok=True)  # it describes weights this budget may replace
             self._drop_records_after(st.step, final_too=True)
         counts = self.model.parameter_counts()
@@ -364,16 +369,24 @@ class Trainer:
         return distributed.broadcast(self.env, report)  # every rank returns the full report
 
 
-def larger_budget(run: RunConfig, overrides) -> RunConfig:
-    """`--resume epochs=N`: the one setting a resume may change. With a learning rate that does not depend on
-    the budget (any schedule but cosine) the run's epochs so far are those of a run started with N."""
+def continued_config(run: RunConfig, overrides) -> RunConfig:
+    """`--resume` may change only what a run's past epochs do not depend on: the budget (`epochs=N`, unless a
+    cosine schedule was laid over the old one) and a looser patience (`early_stop_patience=P`, larger or 0:
+    the plateau rule lowered the learning rate the same way under either, so the epochs so far are those of a
+    run started with P)."""
     new = apply_overrides(run, list(overrides), "--resume")
     before, after = flatten(run.to_dict()), flatten(new.to_dict())
-    others = sorted(k for k in after if after[k] != before[k] and k != "train.epochs")
+    free = ("train.epochs", "train.early_stop_patience")
+    others = sorted(k for k in after if after[k] != before[k] and k not in free)
     if others:
-        raise UserError(f"--resume continues a run with its saved config; only epochs=N may change, not {others}")
+        raise UserError("--resume continues a run with its saved config; only epochs=N and early_stop_patience=P "
+                        f"may change, not {others}")
     if run.train.lr_schedule == "cosine" and new.train.epochs != run.train.epochs:
         raise UserError("--resume epochs=N: the cosine schedule was laid over the old budget; start a new run")
+    old_p, new_p = run.train.early_stop_patience, new.train.early_stop_patience
+    if old_p == 0 and new_p != 0 or 0 < new_p < old_p:
+        raise UserError(f"--resume early_stop_patience={new_p}: a stricter patience than the run's ({old_p}) might "
+                        "have stopped it earlier; start a new run")
     return new
 
 
@@ -391,7 +404,7 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
         if model_name and model_name != run.model_name:
             raise UserError(f"{out_dir}: the run trains '{run.model_name}', not '{model_name}'")
         if overrides:
-            run = larger_budget(run, overrides)
+            run = continued_config(run, overrides)
     else:
         if data_dir is None:
             raise UserError("--data is required (a directory made by `loopctr prepare`)")
@@ -399,7 +412,7 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
         run = build_run_config(model_name, config_file, list(overrides), dataset_defaults=defaults)
     trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
     if resume and overrides:
-        trainer.extend_budget(data_dir)
+        trainer.continue_finished(data_dir)
     try:
         return trainer.fit()
     finally:
