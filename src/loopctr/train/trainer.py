@@ -142,9 +142,9 @@ class Trainer:
         """`--resume epochs=N early_stop_patience=P`, after `continued_config` checked the config: a run that
         patience stopped goes on only if P would not have stopped it (P = 0, or P > its epochs without
         improvement); then record the new settings, so that a later plain --resume keeps them."""
-        st, patience = self.state, self.cfg.early_stop_patience
+        st = self.state
         if st.stopped_early:
-            if 0 < patience <= st.bad_epochs:
+            if self._out_of_patience():
                 raise UserError(f"{self.out}: stopped early by patience at epoch {st.epoch} after {st.bad_epochs} "
                                 f"epoch(s) without improvement; early_stop_patience={st.bad_epochs + 1} (or 0) "
                                 "continues it as if it had been started with that patience")
@@ -307,9 +307,11 @@ class Trainer:
         self._record({"event": "valid", "epoch": st.epoch, "step": st.step, "best": is_best, **summary})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "calibration")
         self.log(f"epoch {st.epoch:>3}/{cfg.epochs}  valid {shown}  {'*best*' if is_best else ''}")
-        stop = st.bad_epochs >= cfg.early_stop_patience > 0
-        st.stopped_early = stop
-        return stop
+        st.stopped_early = self._out_of_patience()
+        return st.stopped_early
+
+    def _out_of_patience(self) -> bool:
+        return self.state.bad_epochs >= self.cfg.early_stop_patience > 0
 
     def fit(self) -> dict:
         st = self.state
