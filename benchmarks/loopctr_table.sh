@@ -2,8 +2,8 @@
 # The LoopCTR measurement table in one resumable command: on each dataset, LoopCTR trained with k = 1..4 loop
 # passes (LoopCTR(1/k) is depth 1 of the k-pass run, LoopCTR(k/k) its depth k), the ablations of LoopCTR(1/3)
 # (final-only supervision, no hyper-connections, unconstrained HC, HC around every layer, no MoE), the 2-layer
-# loop block (configs/loopctr-loop2.yaml) and baselines beside them; then every LoopCTR run evaluated at every
-# depth and the tables printed.
+# loop block (configs/loopctr-loop2.yaml), a wider LoopCTR(1/3) with DIN's dense size and baselines beside them;
+# then every LoopCTR run evaluated at every depth and the tables printed.
 # Finished runs are skipped and interrupted ones resumed from their last epoch, so the table continues where it stopped.
 #
 # Usage: benchmarks/loopctr_table.sh OUT_DIR [DATASET ...]
@@ -29,11 +29,12 @@ declare -A variant=(  # label -> settings of the loopctr model (on top of the mo
   [hc-unconstrained]="train_loops=3 hc_mode=hc" [hc-per-layer]="train_loops=3 hc_placement=layer"
   [no-moe]="train_loops=3 n_experts=1"
   [loop2]="train_loops=3 n_loop_layers=2 n_experts=4"  # loop-dominated: 2 loop layers, 0.73 M dense parameters
+  [wide]="train_loops=3 d_model=96 ffn_hidden=384"  # DIN's dense size: 1.20 M parameters on the x1 schema (DIN 1.32 M)
 )
 
 for name in $datasets; do
   data="$out/data/$name"  # the runs go to $out/runs/$name/<label>-s<seed>
-  labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 din dnn}
+  labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 wide din dnn}
   settings=(max_len=50) epochs=${EPOCHS:-6}
   by_architecture=""  # "ARCHITECTURE:key=value": a setting for every run of that model on this dataset
   case $name in
