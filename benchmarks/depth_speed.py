@@ -6,9 +6,12 @@ beforehand, so only the model is timed. Prints one markdown row per (run, depth)
 
     python benchmarks/depth_speed.py --run RUN [--run RUN2 ...] [--depths 1,2,3] [--split test]
         [--batch-size 1024] [--rows 20000] [--threads 1] [--repeats 3] [--model-set key=value ...]
+        [--baseline din --baseline dnn ...]
 
 `--model-set` times another architecture on the run's data (e.g. n_loop_layers=2): the model is rebuilt from
 the run's model config with those settings and freshly initialised weights, which is enough for timing.
+`--baseline NAME` times that model at its library defaults (fresh weights) on the first run's batches, in the
+same rounds as the depths, so the looped model's speed at each depth has a reference measured beside it.
 """
 
 from __future__ import annotations
@@ -20,20 +23,26 @@ from pathlib import Path
 import torch
 
 
-def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: list[str] = ()):
+def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: list[str] = (),
+                 baselines: list[str] = ()):
+    """The run's model (rebuilt with `model_set` if given), its first `rows` rows of `split` as batches, and
+    `baselines` built at their defaults on the same data: (model, batches, rows seen, {name: baseline})."""
     from loopctr.data.dataset import PreparedDataset
     from loopctr.data.loader import BatchLoader
+    from loopctr.models import build_model
     from loopctr.train.checkpoint import load_best_model
-    from loopctr.train.config import load_run_config
+    from loopctr.train.config import build_run_config, load_run_config
 
     run, data_dir = load_run_config(run_dir)
     data = PreparedDataset(data_dir)
+
+    def fresh(name, config):
+        return build_model(name, data.schema, data.vocab_sizes, config, data.pretrained_vectors()).eval()
+
     if model_set:
         from loopctr.config import apply_overrides
-        from loopctr.models import build_model
 
-        config = apply_overrides(run.model, list(model_set), where="--model-set")
-        model = build_model(run.model_name, data.schema, data.vocab_sizes, config, data.pretrained_vectors()).eval()
+        model = fresh(run.model_name, apply_overrides(run.model, list(model_set), where="--model-set"))
     else:
         model, _ = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint,
                                    data.pretrained_dims)
@@ -44,23 +53,27 @@ def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: lis
         seen += len(batch["_label"])
         if seen >= rows:
             break
-    return model, batches, seen
+    return model, batches, seen, {name: fresh(name, build_run_config(name).model) for name in baselines}
 
 
 @torch.inference_mode()  # as the server scores
-def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int) -> dict[int, float]:
-    """Best-of-`repeats` samples/s at every depth, the depths interleaved within each repeat so that a slow
-    spell of a shared machine does not fall on one depth only."""
-    for depth in depths:
-        model(batches[0], depth=depth)  # warm-up
-    best = {depth: float("inf") for depth in depths}
+def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int,
+                  baselines: dict | None = None) -> dict:
+    """Best-of-`repeats` samples/s at every depth (keys: the depths) and of every baseline (keys: their
+    names), all interleaved within each repeat so that a slow spell of a shared machine does not fall on one
+    of them only."""
+    cases = {depth: lambda b, d=depth: model(b, depth=d) for depth in depths}
+    cases.update(baselines or {})
+    for forward in cases.values():
+        forward(batches[0])  # warm-up
+    best = {key: float("inf") for key in cases}
     for _ in range(repeats):
-        for depth in depths:
+        for key, forward in cases.items():
             start = time.perf_counter()
             for batch in batches:
-                model(batch, depth=depth)
-            best[depth] = min(best[depth], time.perf_counter() - start)
-    return {depth: seen / seconds for depth, seconds in best.items()}
+                forward(batch)
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {key: seen / seconds for key, seconds in best.items()}
 
 
 def main():
@@ -77,18 +90,23 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--model-set", nargs="*", default=[], metavar="key=value",
                    help="time this architecture instead (fresh weights), e.g. n_loop_layers=2")
+    p.add_argument("--baseline", action="append", default=[], metavar="NAME",
+                   help="also time this model (library defaults, fresh weights) on the first run's batches")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     depths = [int(d) for d in args.depths.split(",")]
     print(f"| run | depth | samples/s (batch {args.batch_size}, {args.threads} thread(s)) | vs depth {depths[0]} |\n"
           "|---|---|---|---|")
-    for run in args.run:
-        model, batches, seen = load_batches(run, args.split, args.batch_size, args.rows, args.model_set)
-        speeds = samples_per_s(model, batches, seen, depths, args.repeats)
+    for i, run in enumerate(args.run):
+        model, batches, seen, baselines = load_batches(run, args.split, args.batch_size, args.rows,
+                                                       args.model_set, [] if i else args.baseline)
+        speeds = samples_per_s(model, batches, seen, depths, args.repeats, baselines)
+        base = speeds[depths[0]]
         for depth in depths:
-            speed, base = speeds[depth], speeds[depths[0]]
             label = Path(run).name + (f" with {' '.join(args.model_set)}" if args.model_set else "")
-            print(f"| {label} | {depth} | {speed:,.0f} | {speed / base:.2f}x |", flush=True)
+            print(f"| {label} | {depth} | {speeds[depth]:,.0f} | {speeds[depth] / base:.2f}x |", flush=True)
+        for name in baselines:
+            print(f"| {name} (defaults) | - | {speeds[name]:,.0f} | {speeds[name] / base:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

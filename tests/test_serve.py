@@ -397,12 +397,13 @@ def test_an_export_directory_is_served_at_its_depth(loop_run, tiny_data, tmp_pat
 
 def test_depth_speed_benchmark_times_every_depth(loop_run):
     depth_speed = load_script("depth_speed")
-    model, batches, seen = depth_speed.load_batches(loop_run, "test", 64, 100)
+    model, batches, seen, baselines = depth_speed.load_batches(loop_run, "test", 64, 100, baselines=["dnn"])
     assert seen >= 100 and len(batches) == -(-seen // 64)
-    speeds = depth_speed.samples_per_s(model, batches, seen, [1, 3], repeats=1)
-    assert sorted(speeds) == [1, 3] and all(s > 0 for s in speeds.values())
-    wider, _, _ = depth_speed.load_batches(loop_run, "test", 64, 100, ["n_loop_layers=2"])
-    assert wider.parameter_counts()["dense"] > model.parameter_counts()["dense"]
+    assert baselines["dnn"].name == "dnn" and not baselines["dnn"].training
+    speeds = depth_speed.samples_per_s(model, batches, seen, [1, 3], repeats=1, baselines=baselines)
+    assert sorted(speeds, key=str) == [1, 3, "dnn"] and all(s > 0 for s in speeds.values())
+    wider, _, _, none = depth_speed.load_batches(loop_run, "test", 64, 100, ["n_loop_layers=2"])
+    assert wider.parameter_counts()["dense"] > model.parameter_counts()["dense"] and none == {}
 
 
 def test_encode_speed_benchmark_times_both_paths(loop_run, tiny_data, tmp_path, monkeypatch, capsys):
