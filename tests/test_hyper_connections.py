@@ -2,7 +2,9 @@ import pytest
 import torch
 
 from loopctr.layers.hyper_connections import (HyperConnection, PlainResidual, collapse_streams, expand_streams,
-                                              sinkhorn_knopp, sinkhorn_knopp_reference)
+                                              hyper_connection_reference, sinkhorn_knopp,
+                                              sinkhorn_knopp_reference)
+from loopctr.layers.transformer import rms_norm
 
 
 def test_sinkhorn_is_doubly_stochastic_and_matches_reference():
@@ -73,6 +75,40 @@ def test_query_selection_slice_and_index(mode):
     idx = torch.tensor([1, 7])
     by_index = site(flat, lambda h: branch(h).index_select(0, idx), query=idx)
     torch.testing.assert_close(by_index, full.reshape(10, 4, 8)[idx], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["hc", "mhc"])
+@pytest.mark.parametrize("shape,query", [((37, 3, 16), None), ((37, 3, 16), torch.tensor([0, 5, 36])),
+                                         ((2, 7, 3, 16), None), ((2, 7, 3, 16), slice(6, 7))])
+def test_site_matches_the_per_stream_reference(mode, shape, query):
+    # the fused product [H_res | H_post^T] [x; y] against the equation written stream by stream: values and gradients
+    site = _perturbed(HyperConnection(shape[-1], shape[-2], mode, index=1))
+    branch = torch.nn.Linear(shape[-1], shape[-1])
+
+    def select(y):
+        return y if query is None else y[:, query] if isinstance(query, slice) else y.index_select(0, query)
+
+    x = torch.randn(*shape, requires_grad=True)
+    g = torch.randn_like(select(x))
+    outs, grads = [], []
+    for impl in (site, lambda *a, **k: hyper_connection_reference(site, *a, **k)):
+        out = impl(x, lambda h: select(branch(h)), query=query)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * g).sum(), [x, *site.parameters(), *branch.parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_dynamic_logits_are_those_of_the_rms_normalised_streams():
+    site = _perturbed(HyperConnection(16, 3, "mhc"))
+    flat = (torch.randn(11, 48) * torch.logspace(-3, 3, 11).unsqueeze(-1)).requires_grad_()
+    expected = rms_norm(flat, eps=site.eps) @ site.phi
+    torch.testing.assert_close(site.dynamic_logits(flat), expected, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(expected)
+    a, = torch.autograd.grad((site.dynamic_logits(flat) * g).sum(), flat)
+    b, = torch.autograd.grad((expected * g).sum(), flat)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_plain_residual_and_gradients():

@@ -42,13 +42,15 @@ def test_train_and_evaluate_write_only_the_run_directory(tiny_data, tmp_path, mo
 
 
 def test_fixed_expected_values(tiny_data, tmp_path):
-    """A regression anchor: this exact run gave these numbers when it was written (same CPU kind as CI)."""
+    """A regression anchor: this exact run gave these numbers when it was written. The AUC was 0.59498 on the
+    AMD EPYC and 0.59702 on the Intel Xeon that CI's machine kind has had (float reductions differ between the
+    two), so the tolerance is 4e-3; another seed moves it by 0.007-0.016, lr 0.004 instead of 0.005 by 0.019."""
     run = tmp_path / "run"
     assert train(tiny_data, run, "seed=11", "lr=0.005") == 0
     report = json.loads((run / "metrics.json").read_text())
     assert report["params_dense"] == 1745 and report["params_embedding"] == 2448
     assert report["best_epoch"] == 2
-    assert report["auc"] == pytest.approx(0.59498, abs=2e-3)
+    assert report["auc"] == pytest.approx(0.596, abs=4e-3)
 
 
 def test_constant_predictions_are_reported(tiny_data, tmp_path, monkeypatch, capsys):
