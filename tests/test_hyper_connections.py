@@ -6,6 +6,8 @@ from loopctr.layers.hyper_connections import (HyperConnection, PlainResidual, co
                                               sinkhorn_knopp_reference)
 from loopctr.layers.transformer import rms_norm
 
+from helpers import load_script
+
 
 def test_sinkhorn_is_doubly_stochastic_and_matches_reference():
     torch.manual_seed(0)
@@ -124,3 +126,15 @@ def test_plain_residual_and_gradients():
 def test_static_only_has_no_dynamic_parameters():
     site = HyperConnection(8, 4, "mhc", dynamic=False)
     assert sum(p.numel() for p in site.parameters()) == 4 + 4 + 16
+
+
+def test_hc_speed_benchmark_times_the_same_function_in_both_forms():
+    hc_speed = load_script("hc_speed")
+    site = _perturbed(HyperConnection(16, 4, "mhc"))
+    branch = torch.nn.Linear(16, 16)
+    x = torch.randn(9, 4, 16)
+    before = hc_speed.with_form("before", lambda: site(x, branch))()
+    assert HyperConnection.forward is hc_speed.FORMS["now"]["forward"]  # restored after the call
+    torch.testing.assert_close(before, site(x, branch), atol=1e-5, rtol=1e-5)
+    best = hc_speed.best_of(hc_speed.site_cases(50), repeats=1)
+    assert len(best) == 4 and all(seconds > 0 for seconds in best.values())
