@@ -223,7 +223,10 @@ class HyperConnection(nn.Module):
             x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
         # H_res x + H_post^T y as one batched product [H_res | H_post^T] [x; y]: on CPU 5x faster, forward and
         # backward, than the n products and sums it replaces (benchmarks/hc_speed.py)
-        return torch.cat([res, post.unsqueeze(-1)], -1) @ torch.cat([x, y.unsqueeze(-2)], -2)
+        out = torch.cat([res, post.unsqueeze(-1)], -1) @ torch.cat([x, y.unsqueeze(-2)], -2)
+        if out.requires_grad:  # the streams' sum sends back an expanded gradient, which turns the product's
+            out.register_hook(torch.Tensor.contiguous)  # backward into a loop over the tokens' matrices (4x slower)
+        return out
 
 
 def hyper_connection_reference(site: HyperConnection, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
