@@ -56,23 +56,35 @@ def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: lis
     return model, batches, seen, {name: fresh(name, build_run_config(name).model) for name in baselines}
 
 
+def best_of(cases: dict, repeats: int) -> dict:
+    """Best seconds of each zero-argument case, the cases interleaved within every round (after one warm-up call
+    each) so that a slow spell of a shared machine does not fall on one of them only."""
+    for run in cases.values():
+        run()
+    best = {name: float("inf") for name in cases}
+    for _ in range(repeats):
+        for name, run in cases.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 @torch.inference_mode()  # as the server scores
 def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int,
                   baselines: dict | None = None) -> dict:
-    """Best-of-`repeats` samples/s at every depth (keys: the depths) and of every baseline (keys: their
-    names), all interleaved within each repeat so that a slow spell of a shared machine does not fall on one
-    of them only."""
-    cases = {depth: lambda b, d=depth: model(b, depth=d) for depth in depths}
-    cases.update(baselines or {})
-    for forward in cases.values():
-        forward(batches[0])  # warm-up
-    best = {key: float("inf") for key in cases}
-    for _ in range(repeats):
-        for key, forward in cases.items():
-            start = time.perf_counter()
+    """Best-of-`repeats` samples/s over the batches at every depth (keys: the depths) and of every baseline (keys:
+    their names), all interleaved (`best_of`)."""
+    forwards = {depth: lambda b, d=depth: model(b, depth=d) for depth in depths}
+    forwards.update(baselines or {})
+
+    def over_batches(forward):
+        def run():
             for batch in batches:
                 forward(batch)
-            best[key] = min(best[key], time.perf_counter() - start)
+        return run
+
+    best = best_of({key: over_batches(forward) for key, forward in forwards.items()}, repeats)
     return {key: seen / seconds for key, seconds in best.items()}
 
 

@@ -14,9 +14,9 @@ ratios are comparable on a shared machine.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from depth_speed import best_of  # the interleaved best-of-rounds timer
 
 from loopctr.layers.hyper_connections import HyperConnection, select_tokens
 from loopctr.layers.transformer import rms_norm
@@ -42,19 +42,6 @@ def previous_forward(self, x, branch, query=None):
 
 FORMS = {"now": {"forward": HyperConnection.forward, "dynamic_logits": HyperConnection.dynamic_logits},
          "before": {"forward": previous_forward, "dynamic_logits": previous_dynamic_logits}}
-
-
-def best_of(cases: dict, repeats: int) -> dict:
-    """Best seconds of each case, the cases interleaved in every round after one warm-up call each."""
-    for run in cases.values():
-        run()
-    best = {name: float("inf") for name in cases}
-    for _ in range(repeats):
-        for name, run in cases.items():
-            start = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def with_form(form: str, run):

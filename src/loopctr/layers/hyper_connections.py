@@ -221,8 +221,8 @@ class HyperConnection(nn.Module):
         y = branch((pre.unsqueeze(-1) * x).sum(-2))
         if query is not None:
             x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
-        # H_res x + H_post^T y as one batched product [H_res | H_post^T] [x; y]: on CPU 5x faster, forward and
-        # backward, than the n products and sums it replaces (benchmarks/hc_speed.py)
+        # H_res x + H_post^T y as one batched product [H_res | H_post^T] [x; y], not n products and sums (with the
+        # other changes timed by benchmarks/hc_speed.py, the site runs 1.9x faster forward + backward on CPU)
         out = torch.cat([res, post.unsqueeze(-1)], -1) @ torch.cat([x, y.unsqueeze(-2)], -2)
         if out.requires_grad:  # the streams' sum sends back an expanded gradient, which turns the product's
             out.register_hook(torch.Tensor.contiguous)  # backward into a loop over the tokens' matrices (4x slower)
