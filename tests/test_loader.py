@@ -98,3 +98,40 @@ def test_invalid_loader_settings():
 
     with pytest.raises(UserError):
         LoaderConfig(shuffle_block=0).validate()
+
+
+def test_a_train_fraction_keeps_every_row_of_a_seeded_share_of_the_users(tiny_dataset):
+    from loopctr.data.loader import sample_rows
+
+    split = tiny_dataset.split("train")
+    groups = np.asarray(split.groups)
+    users = np.unique(groups)
+    rows = sample_rows(split, 0.3, seed=5)
+    chosen = np.unique(groups[rows])
+    assert len(chosen) == round(0.3 * len(users))
+    assert np.array_equal(rows, np.flatnonzero(np.isin(groups, chosen)))  # all their rows, in row order
+    assert np.array_equal(sample_rows(split, 0.3, seed=5), rows)
+    assert not np.array_equal(sample_rows(split, 0.3, seed=6), rows)
+    assert sample_rows(split, 1.0, seed=5) is None
+    for cfg in (LoaderConfig(), LoaderConfig(shuffle_block=8)):
+        loader = BatchLoader(split, 32, cfg, shuffle=True, seed=0, rows=rows)
+        assert np.array_equal(np.sort(all_rows(loader)), rows)
+        assert np.array_equal(np.concatenate(BatchLoader(split, 32, cfg, rows=rows).rank_rows()), rows)
+
+
+def test_train_fraction_trains_on_fewer_rows_and_evaluates_on_all(tiny_data, tmp_path):
+    import json
+
+    from loopctr.cli.main import main
+
+    reports = {}
+    for fraction in (1.0, 0.5):
+        out = tmp_path / f"f{fraction}"
+        assert main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(out), "epochs=1", "threads=1",
+                     "hidden_units=[8]", "batch_size=256", f"train_fraction={fraction}"]) == 0
+        reports[fraction] = json.loads((out / "metrics.json").read_text())
+    full, half = reports[1.0], reports[0.5]
+    assert full["rows_train_used"] == full["rows_train"] and 0.3 < half["rows_train_used"] / half["rows_train"] < 0.7
+    assert half["rows_test"] == full["rows_test"]
+    assert main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(tmp_path / "bad"),
+                 "train_fraction=0"]) == 2

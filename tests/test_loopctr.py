@@ -224,6 +224,8 @@ ABLATIONS = [
     "type_embedding=false",
     "attention_mask=target_aware", "attention_mask=causal", "seq_grouping=separate", "ns_tokenizer=auto_split",
     "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3", "embedding_norm=true",
+    "loop_embedding=true", "input_injection=true", "loop_sampling=random", "distill_weight=0.5",
+    "loop_embedding=true,input_injection=true,hc_placement=layer",
 ]
 
 
@@ -239,6 +241,111 @@ def test_every_switch_builds_and_trains(tiny_dataset, tiny_batch, override):
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(tiny_batch)["logits"]).all()
+
+
+def _zero_loop_updates(model):
+    """Make every layer of the loop block a no-op (its branches' output projections zero)."""
+    with torch.no_grad():
+        for layer in model.loop:
+            layer.attn.out.weight.zero_()
+            layer.ffn.w_out.zero_()
+            layer.ffn.shared.w_out.weight.zero_()
+
+
+@pytest.mark.parametrize("kwargs", [dict(loop_embedding=True), dict(input_injection=True),
+                                    dict(loop_embedding=True, input_injection=True, hc_mode="none")])
+def test_loop_conditioning_is_seen_by_the_block_and_never_accumulates(tiny_dataset, tiny_batch, kwargs):
+    model = small(tiny_dataset, train_loops=3, **kwargs).eval()
+    model.set_eval_depths(3)
+    seen = []
+    model.loop[0].norm_attn.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.no_grad():
+        out = model(tiny_batch, diagnostics=True)
+    assert not torch.allclose(out["logits_by_depth"][0], out["logits_by_depth"][2])
+    if model.loop_site is not None:  # the block's input differs between passes
+        assert not torch.allclose(seen[0], seen[1])
+    _zero_loop_updates(model)
+    with torch.no_grad():
+        out = model(tiny_batch, diagnostics=True)
+    # a block whose layers change nothing writes nothing, whatever it was conditioned on
+    torch.testing.assert_close(out["logits_by_depth"][0], out["logits_by_depth"][2], atol=1e-6, rtol=0)
+    if model.loop_site is None:
+        torch.testing.assert_close(out["loop_trace"]["update_sq"], torch.zeros(3))
+
+
+def test_input_injection_adds_the_encoder_output_to_every_pass(tiny_dataset, tiny_batch):
+    model = small(tiny_dataset, train_loops=3, hc_mode="none", input_injection=True).eval()
+    model.set_eval_depths(3)
+    states, inputs = [], []
+    model.loop[0].norm_attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+    original = model._loop_pass
+    model._loop_pass = lambda x, *args: states.append(x) or original(x, *args)
+    with torch.no_grad():
+        model(tiny_batch)
+    encoded = states[0]  # plain residuals: the loop starts from the encoder output
+    for state, block_input in zip(states, inputs):
+        torch.testing.assert_close(block_input, state + encoded)
+
+
+def test_loop_embedding_keeps_the_parameter_count_and_extrapolates(tiny_dataset, tiny_batch):
+    counts = {small(tiny_dataset, train_loops=t, loop_embedding=True).parameter_counts()["dense"] for t in (1, 4)}
+    assert len(counts) == 1
+    model = small(tiny_dataset, train_loops=2, loop_embedding=True).eval()
+    model.set_eval_depths(6)  # passes never trained still have an embedding
+    with torch.no_grad():
+        assert torch.isfinite(model(tiny_batch)["logits_by_depth"]).all()
+
+
+def test_random_loop_sampling_draws_every_depth_in_training_only(tiny_dataset, tiny_batch):
+    model = small(tiny_dataset, train_loops=3, loop_sampling="random")
+    torch.manual_seed(0)
+    drawn = [model(tiny_batch)["logits_by_depth"].shape[0] for _ in range(30)]
+    assert set(drawn) == {1, 2, 3}
+    torch.manual_seed(0)
+    assert [model(tiny_batch)["logits_by_depth"].shape[0] for _ in range(30)] == drawn  # from the seeded RNG
+    model.eval()
+    with torch.no_grad():
+        assert {model(tiny_batch)["logits_by_depth"].shape[0] for _ in range(5)} == {1}
+
+
+def test_self_distillation_teaches_shallow_depths_from_the_detached_deepest(tiny_dataset):
+    model = small(tiny_dataset, train_loops=3, distill_weight=0.5, distill_temperature=2.0)
+    logits = torch.randn(3, 16, requires_grad=True)
+    labels = (torch.rand(16) < 0.5).float()
+    loss, parts = model.loss({"logits": logits[-1], "logits_by_depth": logits}, labels)
+    loss.backward()
+    plain = small(tiny_dataset, train_loops=3)
+    base_logits = logits.detach().clone().requires_grad_(True)
+    base, _ = plain.loss({"logits": base_logits[-1], "logits_by_depth": base_logits}, labels)
+    base.backward()
+    teacher = torch.sigmoid(logits.detach()[-1] / 2.0).expand(2, 16)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach()[:2] / 2.0, teacher) * 4.0
+    torch.testing.assert_close(parts["distill"], expected)
+    torch.testing.assert_close(loss.detach(), base.detach() + 0.5 * expected)
+    torch.testing.assert_close(logits.grad[-1], base_logits.grad[-1])  # no gradient into the teacher
+    assert not torch.allclose(logits.grad[:2], base_logits.grad[:2])
+
+
+def test_loop_trace_measures_the_passes(tiny_dataset, tiny_batch):
+    model = small(tiny_dataset, train_loops=2, hc_mode="none").eval()
+    model.set_eval_depths(3)
+    states = []
+    original = model._loop_pass
+    model._loop_pass = lambda x, *args: states.append(x) or original(x, *args)
+    with torch.no_grad():
+        out = model(tiny_batch, diagnostics=True)
+    trace = out["loop_trace"]
+    assert set(trace) == {"state_sq", "update_sq", "proposal_sq", "rows"}  # no hyper-connections
+    for t in range(2):
+        torch.testing.assert_close(trace["state_sq"][t], states[t].square().sum())
+        torch.testing.assert_close(trace["update_sq"][t], (states[t + 1] - states[t]).square().sum())
+    torch.testing.assert_close(trace["proposal_sq"], trace["update_sq"])  # plain residuals write what they propose
+    model = small(tiny_dataset, train_loops=2).eval()  # mHC between passes: coefficients, doubly stochastic H_res
+    with torch.no_grad():
+        trace = model(tiny_batch, diagnostics=True)["loop_trace"]
+    res = trace["hc_res"][0] / trace["rows"][0]
+    torch.testing.assert_close(res.sum(0), torch.ones(4), atol=1e-5, rtol=0)
+    assert trace["hc_pre"].shape == (1, 4) and trace["hc_post"].shape == (1, 4)
 
 
 def test_supervision_weights_and_temperature(tiny_dataset):
@@ -277,6 +384,11 @@ def test_cli_train_then_evaluate_by_depth(tiny_data, tmp_path, capsys):
     assert main(["evaluate", "--run", str(run), "--depths", "all"]) == 0
     report = json.loads((run / "eval.json").read_text())
     assert [d["depth"] for d in report["by_depth"]] == [1, 2, 3, 4]
+    diag = report["loop_diagnostics"]
+    assert len(diag["relative_update"]) == 4 and all(v > 0 for v in diag["relative_update"])
+    assert len(diag["hc_res"]) == 4 and len(diag["hc_res"][0]) == 4  # mHC between passes, 4 streams
+    assert report["by_depth"][0]["mean_abs_diff_to_first"] == 0 < report["by_depth"][1]["mean_abs_diff_to_first"]
+    assert (run / "depths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"auc", "headroom_auc", "depth_share"} <= set(report["oracle"])
     assert report["oracle"]["auc"] >= max(d["auc"] for d in report["by_depth"]) - 1e-9
     assert abs(report["by_depth"][0]["auc"] - report["auc"]) < 1e-12  # infer_loops=1 is depth 1

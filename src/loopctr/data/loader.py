@@ -27,6 +27,10 @@ class LoaderConfig:
     shuffle_block: int = 1  # shuffle blocks of this many consecutive rows (1: every row independently)
     length_buckets: int = 0  # sort rows by sequence length within windows of this many batches (0: off)
     prefetch: int = 2  # batches assembled ahead in a background thread (0: in the training thread)
+    # train on the rows of this fraction of the training split's users (groups; rows if there is no group
+    # field), drawn with `fraction_seed`; validation and test are untouched (data-size studies)
+    train_fraction: float = 1.0
+    fraction_seed: int = 0
 
     def validate(self):
         for name in ("max_len", "length_buckets", "prefetch"):
@@ -34,6 +38,23 @@ class LoaderConfig:
                 raise UserError(f"data.{name} must be >= 0")
         if self.shuffle_block < 1:
             raise UserError("data.shuffle_block must be >= 1")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise UserError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
+
+
+def sample_rows(split: SplitData, fraction: float, seed: int) -> np.ndarray | None:
+    """The rows of a random `fraction` of the split's users (every row of a chosen user), in row order; None
+    for the whole split. Without a group field, a random `fraction` of the rows."""
+    if fraction >= 1.0:
+        return None
+    rng = np.random.default_rng(seed)
+    if split.groups is None:
+        keep = max(1, round(fraction * split.rows))
+        return np.sort(rng.choice(split.rows, keep, replace=False))
+    users, inverse = np.unique(np.asarray(split.groups), return_inverse=True)
+    chosen = np.zeros(users.shape[0], dtype=bool)
+    chosen[rng.choice(users.shape[0], max(1, round(fraction * users.shape[0])), replace=False)] = True
+    return np.flatnonzero(chosen[inverse])
 
 
 def sequence_limit(schema, config: LoaderConfig) -> int:
@@ -44,7 +65,9 @@ def sequence_limit(schema, config: LoaderConfig) -> int:
 
 class BatchLoader:
     def __init__(self, split: SplitData, batch_size: int, config: LoaderConfig | None = None, shuffle: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False, with_groups: bool = False):
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False, with_groups: bool = False,
+                 rows: np.ndarray | None = None):
+        """`rows`: the split's rows to serve (default all of them), e.g. from `sample_rows`."""
         if batch_size < 1:
             raise UserError("batch_size must be >= 1")
         self.split = split
@@ -57,6 +80,7 @@ class BatchLoader:
         self.world_size = world_size
         self.drop_last = drop_last
         self.with_groups = with_groups and split.schema.group is not None
+        self.row_ids = np.arange(split.rows) if rows is None else np.asarray(rows, dtype=np.int64)
         self.sequences = [f for f in self.schema.fields if f.type == "sequence"]
         self.max_len = sequence_limit(self.schema, self.config)
         self.length_key = self.lengths() if (self.sequences and self.config.length_buckets) else None
@@ -68,14 +92,14 @@ class BatchLoader:
 
     # -- index plans -------------------------------------------------------------------------------------
     def _order(self, epoch: int) -> np.ndarray:
-        n = self.split.rows
+        n = self.row_ids.shape[0]
         if not self.shuffle:
-            return np.arange(n)
+            return self.row_ids
         rng = np.random.default_rng([self.seed, epoch])
         block = self.config.shuffle_block
         starts = rng.permutation((n + block - 1) // block) * block
         order = (starts[:, None] + np.arange(block)[None, :]).ravel()
-        return order[order < n] if block > 1 else order
+        return self.row_ids[order[order < n] if block > 1 else order]
 
     def _global_batches(self, epoch: int) -> list[np.ndarray]:
         order = self._order(epoch)
@@ -104,7 +128,7 @@ class BatchLoader:
         """This rank's row indices, batch by batch."""
         if self.shuffle:
             return [np.sort(np.array_split(b, self.world_size)[self.rank]) for b in self._global_batches(epoch)]
-        shard = np.array_split(np.arange(self.split.rows), self.world_size)[self.rank]
+        shard = np.array_split(self.row_ids, self.world_size)[self.rank]
         return [shard[i:i + self.batch_size] for i in range(0, shard.shape[0], self.batch_size)]
 
     def __len__(self) -> int:

@@ -51,12 +51,15 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.hyper_connections import collapse_streams, expand_streams, residual_site
 from loopctr.layers.mlp import MLP
-from loopctr.layers.moe import MoEFFN
+from loopctr.layers.moe import MoEFFN, loop_encoding
 from loopctr.layers.tokenizer import UnifiedTokenizer
 from loopctr.layers.packed import PackedBatch
 from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters
 from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
+
+LOOP_FEATURES = 8  # sinusoidal features of the pass index (loop embedding)
+
 
 @dataclass
 class LoopCTRConfig(ModelConfig):
@@ -93,6 +96,11 @@ class LoopCTRConfig(ModelConfig):
     hc_alpha_init: float = 0.01
     sinkhorn_iters: int = 20
     loop_state_norm: bool = False  # RMS-normalise the state after every loop pass
+    # -- what makes passes differ (each conditions the loop block's input, never accumulates in the state) ---
+    loop_embedding: bool = False  # a learned map of a sinusoidal encoding of the pass index (Hyperloop, UT)
+    input_injection: bool = False  # the encoder output, re-added to the block's input at every pass (DEQ)
+    # "random": every training batch runs n ~ U{1..train_loops} passes (LoopFormer-style elastic depth)
+    loop_sampling: Literal["fixed", "random"] = "fixed"
     # -- mixture of experts (loop block FFN) ---------------------------------------------------------------
     n_experts: int = 6  # 1: a dense SwiGLU FFN
     moe_top_k: int = 1
@@ -103,6 +111,10 @@ class LoopCTRConfig(ModelConfig):
     # -- process supervision -------------------------------------------------------------------------------
     supervision: Literal["uniform", "increasing", "final"] = "uniform"  # weights of the per-depth BCE
     depth_temperature: float = 1.0  # a >= 1: depth t's logit is divided by a^(train_loops - t) (1: off)
+    # depth-wise self-distillation ("Be Your Own Teacher"): the deepest depth's detached probability (at
+    # `distill_temperature`) is a soft target for every shallower depth, with this weight (0: off)
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
     # -- head ----------------------------------------------------------------------------------------------
     head_hidden_units: list[int] = field(default_factory=lambda: [256, 128])
     activation: str = "relu"
@@ -132,6 +144,8 @@ class LoopCTRConfig(ModelConfig):
             raise UserError("model.moe_aux_weight must be >= 0")
         if self.depth_temperature <= 0:
             raise UserError("model.depth_temperature must be > 0")
+        if self.distill_weight < 0 or self.distill_temperature <= 0:
+            raise UserError("model.distill_weight must be >= 0 and model.distill_temperature > 0")
         if self.hc_mode == "mhc" and self.sinkhorn_iters < 1:
             raise UserError("model.sinkhorn_iters must be >= 1 with hc_mode=mhc")
         if any(u < 1 for u in self.head_hidden_units):
@@ -174,6 +188,7 @@ class LoopCTR(CTRModel):
         self.loop_site = (residual_site(c.hc_mode, d, c.n_streams, 0, **hc_kwargs)
                           if c.hc_mode != "none" and c.hc_placement == "loop" else None)
         self.loop_norm = RMSNorm(d) if c.loop_state_norm else None
+        self.loop_embedding = nn.Linear(LOOP_FEATURES, d, bias=False) if c.loop_embedding else None
         self.final_norm = RMSNorm(d)
         n_read = self.tokenizer.n_readout + int(c.readout_pool)
         self.head = MLP(n_read * d, c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1)
@@ -230,18 +245,42 @@ class LoopCTR(CTRModel):
 
         return ffn_site(x, ffn)
 
-    def _loop_pass(self, x, bt: PackedBatch, aux: list, t: int):
+    def _loop_condition(self, t: int, injected: torch.Tensor | None, like: torch.Tensor):
+        """What the block sees beside the state at pass t (loop embedding, input injection), or None."""
+        cond = None
+        if self.loop_embedding is not None:
+            cond = self.loop_embedding(loop_encoding(t, LOOP_FEATURES, like.device, like.dtype))
+        if injected is not None:
+            cond = injected if cond is None else injected + cond
+        return cond
+
+    def _loop_pass(self, x, bt: PackedBatch, aux: list, t: int, injected=None, trace: dict | None = None):
         self.loop_calls += 1
+        cond = self._loop_condition(t, injected, x)
 
         def block(h):
+            if cond is not None:  # the layers see h + cond; the state keeps only their updates
+                h = h + cond
             for layer, sites in zip(self.loop, self.loop_res):
                 h = self._layer(layer, sites, h, bt, aux, loop_index=t)
-            return h
+            return h if cond is None else h - cond
 
+        before = x
         if self.loop_site is not None:  # Hyperloop: streams around the whole block; the branch is its update
-            x = self.loop_site(x, lambda h: block(h) - h)
+            proposals = []
+
+            def update(h):
+                u = block(h) - h
+                proposals.append(u)
+                return u
+
+            x = self.loop_site(x, update)
+            if trace is not None:
+                trace_pass(trace, before, x, proposals[0], self.loop_site.coefficients(before))
         else:
             x = block(x)
+            if trace is not None:
+                trace_pass(trace, before, x, x - before, None)
         if self.loop_norm is not None:
             x = self.loop_norm(x)
         return x
@@ -269,9 +308,18 @@ class LoopCTR(CTRModel):
     def skips_parameters(self) -> bool:
         return self.config.n_experts > 1
 
-    def forward(self, batch, depth: int | None = None):
+    def training_depth(self) -> int:
+        """Passes of the next training forward: train_loops, or a random 1..train_loops (`loop_sampling`)."""
+        c = self.config
+        if c.loop_sampling == "random" and c.train_loops > 1:
+            return int(torch.randint(1, c.train_loops + 1, ()))
+        return c.train_loops
+
+    def forward(self, batch, depth: int | None = None, diagnostics: bool = False):
         """`depth` (eval only): run exactly that many loop passes and read out only the last one; this is the
-        per-request depth knob of serving, whose cost grows with the depth alone."""
+        per-request depth knob of serving, whose cost grows with the depth alone. `diagnostics`: also return
+        per-pass sums of squares of the loop state and its updates, and the hyper-connection coefficients
+        (`loop_trace`, see `trace_pass`)."""
         c = self.config
         if depth is not None and (self.training or depth < 1):
             raise UserError("forward(depth=...) is for inference, with depth >= 1")
@@ -283,13 +331,15 @@ class LoopCTR(CTRModel):
             x = expand_streams(x, c.hc_mode, c.n_streams)
         for layer, sites in zip(self.encode, self.encode_res):
             x = self._layer(layer, sites, x, bt, aux)
+        injected = x if c.input_injection else None
         if self.loop_site is not None:
             x = expand_streams(x, c.hc_mode, c.n_streams)
-        n = depth or self.n_depths()
+        n = depth or (self.training_depth() if self.training else self.n_depths())
         decode_all = depth is None and not (self.training and c.supervision == "final")
+        trace = {} if diagnostics else None
         depths, logits = [], []
         for t in range(1, n + 1):
-            x = self._loop_pass(x, bt, aux, t)
+            x = self._loop_pass(x, bt, aux, t, injected, trace)
             if decode_all or t == n:
                 depths.append(t)
                 logits.append(self._readout(x, bt, aux))
@@ -300,16 +350,41 @@ class LoopCTR(CTRModel):
         out = {"logits": by_depth[infer], "logits_by_depth": by_depth}
         if aux and c.n_experts > 1 and c.moe_aux_weight > 0:
             out["aux_loss"] = c.moe_aux_weight * torch.stack(aux).mean()
+        if trace is not None:
+            out["loop_trace"] = {k: torch.stack(v) for k, v in trace.items()}
         return out
 
     def loss(self, outputs, labels):
-        """Process supervision: the weighted per-depth BCE (weights from `supervision`), plus the MoE aux loss."""
+        """Process supervision: the weighted per-depth BCE (weights from `supervision`), plus the MoE aux loss
+        and the depth-wise self-distillation term."""
+        c = self.config
         by_depth = outputs["logits_by_depth"]
         per_depth = F.binary_cross_entropy_with_logits(by_depth, labels.expand_as(by_depth), reduction="none").mean(1)
         loss = (self.depth_weights(by_depth.shape[0]).to(per_depth) * per_depth).sum()
         parts = {"bce": per_depth[-1].detach()}
         parts.update({f"bce_{i + 1}": v for i, v in enumerate(per_depth.detach())})
+        if c.distill_weight > 0 and by_depth.shape[0] > 1:
+            tau = c.distill_temperature
+            teacher = torch.sigmoid(by_depth[-1].detach() / tau).expand_as(by_depth[:-1])
+            distill = F.binary_cross_entropy_with_logits(by_depth[:-1] / tau, teacher) * tau ** 2
+            loss = loss + c.distill_weight * distill
+            parts["distill"] = distill.detach()
         if "aux_loss" in outputs:
             loss = loss + outputs["aux_loss"]
             parts["aux"] = outputs["aux_loss"].detach()
         return loss, parts
+
+
+def trace_pass(trace: dict, before: torch.Tensor, after: torch.Tensor, proposal: torch.Tensor, coefficients) -> None:
+    """Accumulate one loop pass's diagnostics (sums over the packed rows, so batches add up): `state_sq`
+    ||x_(t-1)||^2, `update_sq` ||x_t - x_(t-1)||^2 (what the pass wrote into the state), `proposal_sq`
+    ||u_t||^2 (the block's own update, before the hyper-connection mixing), `rows`; with hyper-connections
+    also the summed H_pre (n), H_post (n) and H_res (n, n) of every row."""
+    entries = {"state_sq": before.float().square().sum(), "update_sq": (after - before).float().square().sum(),
+               "proposal_sq": proposal.float().square().sum(),
+               "rows": torch.tensor(float(before.shape[0]), device=before.device)}
+    if coefficients is not None:
+        pre, post, res = coefficients
+        entries.update(hc_pre=pre.float().sum(0), hc_post=post.float().sum(0), hc_res=res.float().sum(0))
+    for key, value in entries.items():
+        trace.setdefault(key, []).append(value.detach())

@@ -28,20 +28,26 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off") -> tuple[dict[str, np.ndarray] | None, float]:
-    """Probabilities for this split (gathered on rank 0) and the samples/s of this rank's forward passes."""
+def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off",
+            diagnostics: bool = False) -> tuple[dict[str, np.ndarray] | None, float]:
+    """Probabilities for this split (gathered on rank 0) and the samples/s of this rank's forward passes.
+    `diagnostics` (a looped model, one process): also `loop_trace`, the model's per-pass sums over the split."""
     model.eval()
     preds, by_depth, labels, groups = [], [], [], []
+    trace: dict[str, torch.Tensor] = {}
+    kwargs = {"diagnostics": True} if diagnostics else {}
     seen, start = 0, time.perf_counter()
     for batch in loader.batches():
         labels.append(batch[LABEL].numpy())
         if GROUP in batch:
             groups.append(batch[GROUP].numpy())
         with autocast(env.device, amp):
-            out = model(to_device(batch, env.device))
+            out = model(to_device(batch, env.device), **kwargs)
         preds.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
         if "logits_by_depth" in out:
             by_depth.append(torch.sigmoid(out["logits_by_depth"].float()).cpu().numpy())
+        for key, value in out.get("loop_trace", {}).items():
+            trace[key] = trace[key] + value if key in trace else value
         seen += batch[LABEL].shape[0]
     seconds = time.perf_counter() - start
     arrays = {"preds": _cat(preds), "labels": _cat(labels)}
@@ -49,7 +55,24 @@ def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off") -> tuple
         arrays["groups"] = _cat(groups)
     if by_depth:
         arrays["preds_by_depth"] = np.concatenate(by_depth, axis=1)
-    return gather_arrays(env, arrays), seen / max(seconds, 1e-9)
+    arrays = gather_arrays(env, arrays)
+    if trace and arrays is not None:
+        arrays["loop_trace"] = {k: v.cpu().numpy() for k, v in trace.items()}
+    return arrays, seen / max(seconds, 1e-9)
+
+
+def loop_diagnostics(trace: dict[str, np.ndarray]) -> dict:
+    """Per loop pass t (from a model's summed `loop_trace`): `relative_update` ||x_t - x_(t-1)|| / ||x_(t-1)||
+    (what the pass wrote into the state), `relative_proposal` ||u_t|| / ||x_(t-1)|| (the block's own update,
+    before hyper-connection mixing), and the mean hyper-connection coefficients H_pre, H_post, H_res."""
+    state = np.maximum(trace["state_sq"], 1e-30)
+    out = {"relative_update": np.sqrt(trace["update_sq"] / state).tolist(),
+           "relative_proposal": np.sqrt(trace["proposal_sq"] / state).tolist()}
+    rows = np.maximum(trace["rows"], 1.0)
+    for key in ("hc_pre", "hc_post", "hc_res"):
+        if key in trace:
+            out[key] = (trace[key] / rows.reshape(-1, *[1] * (trace[key].ndim - 1))).tolist()
+    return out
 
 
 def _cat(parts):
@@ -66,7 +89,9 @@ def split_metrics(arrays: dict[str, np.ndarray], depths: list[int] | None = None
     if "preds_by_depth" in arrays:
         by_depth = arrays["preds_by_depth"]
         names = depths if depths is not None else list(range(1, by_depth.shape[0] + 1))
-        out["by_depth"] = [{"depth": d, **M.all_metrics(labels, p, groups)} for d, p in zip(names, by_depth)]
+        out["by_depth"] = [{"depth": d, **M.all_metrics(labels, p, groups),
+                            "mean_abs_diff_to_first": float(np.abs(p - by_depth[0]).mean())}
+                           for d, p in zip(names, by_depth)]
         best, chosen = M.oracle_predictions(labels, by_depth)
         oracle = M.all_metrics(labels, best, groups)
         oracle["headroom_auc"] = oracle["auc"] - out["by_depth"][0]["auc"]
@@ -124,12 +149,16 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
     if depth_list is not None:
         model.set_eval_depths(depth_list[-1])
     loader = BatchLoader(data.split(split), batch_size or run.train.eval_batch_size, run.data, with_groups=True)
-    arrays, speed = predict(model, loader, DistEnv())
+    arrays, speed = predict(model, loader, DistEnv(), diagnostics=depth_list is not None)
     if depth_list is not None:
         arrays["preds_by_depth"] = arrays["preds_by_depth"][[d - 1 for d in depth_list]]
     report = {"split": split, "rows": int(arrays["labels"].shape[0]), **split_metrics(arrays, depth_list),
               "eval_samples_per_s": speed, "epoch": state.get("epoch")}
     if depth_list is not None:
         report["depths"] = depth_list
+        report["loop_diagnostics"] = loop_diagnostics(arrays["loop_trace"])
+        from loopctr.plots import depth_figure
+
+        depth_figure(report, run_dir / "depths.png", title=f"{run.model_name}, {run_dir.name} ({split})")
     atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
     return report

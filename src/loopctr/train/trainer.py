@@ -22,7 +22,7 @@ from tqdm import tqdm
 from loopctr.atomic import atomic_write_text
 from loopctr.config import apply_overrides, flatten
 from loopctr.data.dataset import PreparedDataset
-from loopctr.data.loader import BatchLoader
+from loopctr.data.loader import BatchLoader, sample_rows
 from loopctr.data.prepare import LABEL
 from loopctr.errors import UserError
 from loopctr.models import build_model
@@ -104,8 +104,10 @@ class Trainer:
                                  pretrained).to(self.env.device)
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.cfg.amp == "fp16" and self.env.device.type == "cuda" else None
-        self.train_loader = BatchLoader(self.data.split("train"), self.cfg.batch_size, run.data, shuffle=True,
-                                        seed=self.cfg.seed, rank=self.env.rank, world_size=self.env.world_size)
+        train_split = self.data.split("train")
+        self.train_loader = BatchLoader(train_split, self.cfg.batch_size, run.data, shuffle=True,
+                                        seed=self.cfg.seed, rank=self.env.rank, world_size=self.env.world_size,
+                                        rows=sample_rows(train_split, run.data.train_fraction, run.data.fraction_seed))
         self.state = TrainState()
         self.step_model = self._wrap(self.model)
         if resume:
@@ -322,7 +324,7 @@ class Trainer:
             (self.out / "eval.json").unlink(missing_ok=True)  # it describes weights this budget may replace
             self._drop_records_after(st.step, final_too=True)
         counts = self.model.parameter_counts()
-        self.log(f"training {self.run.model_name} on {self.data.path} ({self.train_loader.split.rows:,} rows, "
+        self.log(f"training {self.run.model_name} on {self.data.path} ({self.train_loader.row_ids.shape[0]:,} rows, "
                  f"{counts['dense']:,} dense + {counts['embedding']:,} embedding parameters, "
                  f"world size {self.env.world_size}, {self.env.device})")
         while st.epoch < self.cfg.epochs and not st.stopped_early:
@@ -349,6 +351,7 @@ class Trainer:
                   "train_samples_per_s": st.samples / max(st.train_seconds, 1e-9)}
         for split in self.data.split_names:
             report[f"rows_{split}"] = self.data.meta["splits"][split]["rows"]
+        report["rows_train_used"] = int(self.train_loader.row_ids.shape[0])
         for split in [s for s in ("valid", "test") if s in self.data.split_names]:
             loader = BatchLoader(self.data.split(split), self.cfg.eval_batch_size, self.run.data,
                                  rank=self.env.rank, world_size=self.env.world_size, with_groups=True)

@@ -1,0 +1,55 @@
+"""Figures, drawn headless (matplotlib's Agg backend) into PNG files; matplotlib is imported only here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loopctr.atomic import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> None:
+    atomic_write_bytes(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=120, bbox_inches="tight"))
+    _pyplot().close(fig)
+
+
+def depth_figure(report: dict, path: Path, title: str = "") -> None:
+    """A looped model's evaluation by depth (an eval.json report with `by_depth`): AUC and logloss by depth with
+    the oracle's AUC, the mean |p_t - p_1|, and per pass the relative update of the loop state."""
+    plt = _pyplot()
+    rows = report["by_depth"]
+    depths = [r["depth"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ax = axes[0]
+    ax.plot(depths, [r["auc"] for r in rows], "o-", label="AUC")
+    if "oracle" in report:
+        ax.axhline(report["oracle"]["auc"], ls="--", color="grey", label="per-sample oracle AUC")
+    ax.set_xlabel("inference depth (loop passes)")
+    ax.set_ylabel("AUC")
+    ax.legend(loc="best", fontsize=8)
+    twin = ax.twinx()
+    twin.plot(depths, [r["logloss"] for r in rows], "s:", color="tab:red")
+    twin.set_ylabel("logloss", color="tab:red")
+    axes[1].plot(depths, [r["mean_abs_diff_to_first"] for r in rows], "o-")
+    axes[1].set_xlabel("inference depth")
+    axes[1].set_ylabel("mean |p(depth) - p(1)|")
+    diag = report.get("loop_diagnostics")
+    if diag:
+        passes = list(range(1, len(diag["relative_update"]) + 1))
+        axes[2].semilogy(passes, diag["relative_update"], "o-", label="written: |x_t - x_t-1| / |x_t-1|")
+        axes[2].semilogy(passes, diag["relative_proposal"], "s--", label="block's own update: |u_t| / |x_t-1|")
+        axes[2].set_xlabel("loop pass t")
+        axes[2].legend(loc="best", fontsize=8)
+    for a in axes:
+        a.set_xticks(depths)
+        a.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    save(fig, path)
