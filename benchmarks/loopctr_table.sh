@@ -11,6 +11,8 @@
 #   global time split 8:1:1), frappe (the positive logs with two random negatives each, split 7:2:1; no sequence)
 #   SEEDS="1 2 3" EPOCHS=N THREADS=1 LOOPCTR_SHARED=../shared
 #   ONLY="k1 k3 dnn dcnv2" (LoopCTR variants below and any other model name; default: every variant, DIN, DNN)
+#   FRACTION=0.1 trains every run on that share of the training users (data.train_fraction, users drawn with
+#   fraction_seed 0; validation and test untouched); its runs are labelled <label>-f0.1
 # Settings: the BARS AmazonElectronics_x1 trainer (batch 1024, Adam 5e-4, embedding L2 0.005), max_len 50,
 # early stopping on valid AUC with patience 1, test AUC of the best epoch, a budget of 6 epochs. Frappe: the
 # catalogue's BARS Frappe_x1 settings (embedding 10, batch 4096) with Adam 1e-3 and a budget of 10 epochs.
@@ -30,12 +32,20 @@ declare -A variant=(  # label -> settings of the loopctr model (on top of the mo
   [no-moe]="train_loops=3 n_experts=1"
   [loop2]="train_loops=3 n_loop_layers=2 n_experts=4"  # loop-dominated: 2 loop layers, 0.73 M dense parameters
   [wide]="train_loops=3 d_model=96 ffn_hidden=384"  # DIN's dense size: 1.20 M parameters on the x1 schema (DIN 1.32 M)
+  # what makes passes differ (issue: make the loop pay), each on LoopCTR(1/3)
+  [loop-emb]="train_loops=3 loop_embedding=true" [inject]="train_loops=3 input_injection=true"
+  [random-depth]="train_loops=3 loop_sampling=random" [distill]="train_loops=3 distill_weight=1.0"
+  [all-loop]="train_loops=3 loop_embedding=true input_injection=true loop_sampling=random distill_weight=1.0"
+  # the ceiling of depth: three unshared loop layers, one pass (the compute of 3 passes, 3x the loop parameters)
+  [unshared3]="train_loops=1 n_loop_layers=3"
 )
 
 for name in $datasets; do
   data="$out/data/$name"  # the runs go to $out/runs/$name/<label>-s<seed>
   labels=${ONLY:-k1 k2 k3 k4 final-only no-hc hc-unconstrained hc-per-layer no-moe loop2 wide din dnn}
   settings=(max_len=50) epochs=${EPOCHS:-6}
+  suffix=""
+  if [ -n "${FRACTION:-}" ]; then settings+=("train_fraction=$FRACTION"); suffix="-f$FRACTION"; fi
   by_architecture=""  # "ARCHITECTURE:key=value": a setting for every run of that model on this dataset
   case $name in
     amazon_beauty|amazon_sports|yelp)
@@ -53,12 +63,12 @@ for name in $datasets; do
   models=()
   for label in $labels; do
     if [ -n "${variant[$label]:-}" ]; then
-      run=loopctr-$label architecture=loopctr
+      run=loopctr-$label$suffix architecture=loopctr
       models+=("$run=loopctr")
       for kv in ${variant[$label]}; do settings+=("$run:$kv"); done
     else
-      run=$label architecture=$label
-      models+=("$label")
+      run=$label$suffix architecture=$label
+      models+=("$run=$label")
     fi
     for kv in $by_architecture; do
       if [[ $kv == "$architecture:"* ]]; then settings+=("$run:${kv#*:}"); fi
