@@ -50,7 +50,7 @@ def load_batches(run_dir, split: str, batch_size: int, rows: int, model_set: lis
     batches, seen = [], 0
     for batch in loader.batches():
         batches.append(batch)
-        seen += len(batch["_label"])
+        seen += batch.size
         if seen >= rows:
             break
     return model, batches, seen, {name: fresh(name, build_run_config(name).model) for name in baselines}
@@ -75,7 +75,7 @@ def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int,
                   baselines: dict | None = None) -> dict:
     """Best-of-`repeats` samples/s over the batches at every depth (keys: the depths) and of every baseline (keys:
     their names), all interleaved (`best_of`)."""
-    forwards = {depth: lambda b, d=depth: model(b, depth=d) for depth in depths}
+    forwards = {depth: lambda b, d=depth: model(b, depths=[d]) for depth in depths}
     forwards.update(baselines or {})
 
     def over_batches(forward):

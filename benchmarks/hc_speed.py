@@ -95,7 +95,7 @@ def loopctr_cases(data_dir: str, steps: int) -> tuple[dict, int]:
     def train():
         model.train()
         for batch in batches:
-            loss, _ = model.loss(model(batch), batch["_label"])
+            loss, _ = model.loss(model(batch), batch.label)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -106,7 +106,7 @@ def loopctr_cases(data_dir: str, steps: int) -> tuple[dict, int]:
         for batch in batches:
             model(batch)
 
-    rows = sum(len(b["_label"]) for b in batches)
+    rows = sum(b.size for b in batches)
     return {f"{form}, LoopCTR(1/3) {kind}": with_form(form, run) for kind, run in (("training", train),
                                                                                    ("evaluation", evaluate))
             for form in FORMS}, rows

@@ -54,7 +54,7 @@ def test_forward_backward_and_counts(name, tiny_dataset, tiny_batch):
     model = build_model(name, tiny_dataset.schema, tiny_dataset.vocab_sizes, small_config(name))
     out = model(tiny_batch)
     assert out["logits"].shape == (64,) and torch.isfinite(out["logits"]).all()
-    loss, _ = model.loss(out, tiny_batch["_label"])
+    loss, _ = model.loss(out, tiny_batch.label)
     loss.backward()
     counts = model.parameter_counts()
     assert counts["dense"] > 0

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from loopctr.layers.hyper_connections import (HyperConnection, PlainResidual, collapse_streams, expand_streams,
-                                              hyper_connection_reference, sinkhorn_knopp,
-                                              sinkhorn_knopp_reference)
+from loopctr.layers.hyper_connections import HyperConnection, PlainResidual, collapse_streams, expand_streams, sinkhorn_knopp
+from loopctr.layers.reference import hyper_connection_reference, sinkhorn_knopp_reference
 from loopctr.layers.transformer import rms_norm
 
 from helpers import load_script

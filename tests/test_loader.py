@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from loopctr.data.loader import BatchLoader, LoaderConfig, _pad
+from loopctr.data.batch import gather_jagged
+from loopctr.data.loader import BatchLoader, LoaderConfig
 
 
 def all_rows(loader, epoch=0):
@@ -28,8 +29,8 @@ def test_block_shuffle_and_length_buckets_keep_the_row_set(tiny_dataset):
         assert np.array_equal(np.sort(all_rows(loader)), np.arange(split.rows))
     bucketed = BatchLoader(split, 32, LoaderConfig(length_buckets=8), shuffle=True, seed=0)
     plain = BatchLoader(split, 32, shuffle=True, seed=0)
-    width = lambda ld: np.mean([b["item_history"].shape[1] for b in ld.batches()])  # noqa: E731
-    assert width(bucketed) < width(plain)  # less padding
+    width = lambda ld: np.mean([b.jagged("item_history").width for b in ld.batches()])  # noqa: E731
+    assert width(bucketed) < width(plain)  # rows of similar length: narrower padded views
 
 
 def test_ranks_split_each_global_batch(tiny_dataset):
@@ -50,15 +51,17 @@ def test_batches_match_the_stored_columns(tiny_dataset):
     split = tiny_dataset.split("valid")
     loader = BatchLoader(split, 16, LoaderConfig(prefetch=0), with_groups=True)
     batch = next(iter(loader.batches()))
-    assert batch["_label"].dtype == torch.float32 and "_group" in batch
+    assert batch.label.dtype == torch.float32 and batch.group is not None and batch.size == 16
+    assert batch.features["item_id"].tolist() == np.asarray(split.column("item_id"))[:16].tolist()
     offsets = np.asarray(split.column("item_history.offsets"))
     flat = np.asarray(split.column("item_history"))
-    seq = batch["item_history"].numpy()
+    history = batch.jagged("item_history")
+    values = history.values["item_history"].numpy()
     for i in range(16):
-        events = flat[offsets[i]:offsets[i + 1]]
-        assert seq[i, seq.shape[1] - len(events):].tolist() == events.tolist()  # pre padding, newest last
-        assert (seq[i, :seq.shape[1] - len(events)] == 0).all()
-    assert seq.shape[1] == np.diff(offsets[:17]).max()  # cut to the batch's longest row
+        start, end = history.offsets[i:i + 2].tolist()
+        assert values[start:end].tolist() == flat[offsets[i]:offsets[i + 1]].tolist()  # oldest first, no padding
+    assert history.lengths.tolist() == np.diff(offsets[:17]).tolist()
+    assert history.width == np.diff(offsets[:17]).max()  # the batch's longest row
 
 
 def test_prefetch_gives_identical_batches(tiny_dataset):
@@ -67,7 +70,9 @@ def test_prefetch_gives_identical_batches(tiny_dataset):
     b = list(BatchLoader(split, 64, LoaderConfig(prefetch=3), shuffle=True, seed=5).batches(2, start=1))
     assert len(b) == len(a) - 1
     for x, y in zip(a[1:], b):
-        assert all(torch.equal(x[k], y[k]) for k in x)
+        assert torch.equal(x.label, y.label) and all(torch.equal(x.features[k], y.features[k]) for k in x.features)
+        assert all(torch.equal(p.values[k], q.values[k]) and torch.equal(p.offsets, q.offsets)
+                   for p, q in zip(x.sequences, y.sequences) for k in p.values)
 
 
 def test_a_consumer_that_stops_early_leaves_no_prefetch_thread(tiny_dataset):
@@ -80,17 +85,25 @@ def test_a_consumer_that_stops_early_leaves_no_prefetch_thread(tiny_dataset):
     assert not any(t.is_alive() for t in started)
 
 
-def test_max_len_keeps_newest_events_both_padding_sides():
+def test_a_group_gathers_the_newest_events_and_aligns_fields_at_the_newest():
     flat = np.arange(1, 11, dtype=np.int32)  # one row of 6 events (1..6) and one of 4 (7..10)
     start, count = np.array([3, 8]), np.array([3, 2])  # newest 3 and newest 2
-    assert _pad(flat, start, count, 3, "pre").tolist() == [[4, 5, 6], [0, 9, 10]]
-    assert _pad(flat, start, count, 4, "post").tolist() == [[4, 5, 6, 0], [9, 10, 0, 0]]
+    jag = gather_jagged({"a": flat}, {"a": start}, {"a": count})
+    assert jag.values["a"].tolist() == [4, 5, 6, 9, 10] and jag.lengths.tolist() == [3, 2]
+    assert jag.offsets.tolist() == [0, 3, 5] and jag.width == 3
+    dense = jag.to_dense(jag.values["a"])
+    assert dense.tolist() == [[4, 5, 6], [0, 9, 10]]
+    assert jag.to_dense(jag.values["a"], 4, side="post").tolist() == [[4, 5, 6, 0], [9, 10, 0, 0]]
+    # a field of the group with fewer events in a row is padded at the row's old end
+    jag = gather_jagged({"a": flat, "b": flat + 100}, {"a": start, "b": np.array([4, 8])}, {"a": count, "b": np.array([2, 2])})
+    assert jag.lengths.tolist() == [3, 2]
+    assert jag.values["b"].tolist() == [0, 105, 106, 109, 110]
 
 
 def test_max_len_override_truncates(tiny_dataset):
     loader = BatchLoader(tiny_dataset.split("train"), 256, LoaderConfig(max_len=2), shuffle=True)
     for batch in loader.batches():
-        assert batch["item_history"].shape[1] <= 2
+        assert int(batch.jagged("item_history").lengths.max()) <= 2
 
 
 def test_invalid_loader_settings():

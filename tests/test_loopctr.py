@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from loopctr.cli.main import main
+from loopctr.data.batch import Batch
 from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
 from loopctr.models import build_model
@@ -29,15 +30,14 @@ def field_schema():
 
 def field_batch(b=32, seed=0):
     g = torch.Generator().manual_seed(seed)
-    batch = {name: torch.randint(1, 20, (b,), generator=g, dtype=torch.int32) for name in ("user", "item", "hour")}
-    batch["price"] = torch.rand(b, generator=g)
-    batch["_label"] = (torch.rand(b, generator=g) < 0.4).float()
-    return batch
+    features = {name: torch.randint(1, 20, (b,), generator=g, dtype=torch.int32) for name in ("user", "item", "hour")}
+    features["price"] = torch.rand(b, generator=g)
+    return Batch((torch.rand(b, generator=g) < 0.4).float(), features)
 
 
 def test_shapes_in_training_and_eval(tiny_dataset, tiny_batch):
     model = small(tiny_dataset, train_loops=3, infer_loops=1)
-    b = tiny_batch["_label"].shape[0]
+    b = tiny_batch.label.shape[0]
     out = model(tiny_batch)
     assert out["logits"].shape == (b,) and out["logits_by_depth"].shape == (3, b)
     assert out["aux_loss"].ndim == 0
@@ -46,11 +46,16 @@ def test_shapes_in_training_and_eval(tiny_dataset, tiny_batch):
     with torch.no_grad():
         out = model(tiny_batch)
         assert out["logits_by_depth"].shape == (1, b)
-        model.set_eval_depths(5)
-        deep = model(tiny_batch)
+        deep = model(tiny_batch, depths=[1, 2, 3, 4, 5])
+        some = model(tiny_batch, depths=[4, 2])
     assert deep["logits_by_depth"].shape == (5, b)
-    torch.testing.assert_close(deep["logits"], out["logits"])  # still the inference depth
+    torch.testing.assert_close(deep["logits"], deep["logits_by_depth"][-1])  # the deepest asked
     torch.testing.assert_close(deep["logits_by_depth"][0], out["logits"])
+    torch.testing.assert_close(some["logits_by_depth"], deep["logits_by_depth"][[1, 3]])
+    with pytest.raises(UserError):
+        model(tiny_batch, depths=[0])
+    with pytest.raises(UserError):
+        model.train()(tiny_batch, depths=[1])
 
 
 ALL_ON = dict(hc_mode="hc", hc_placement="layer", moe_loop_router=True, moe_top_k=2, cls_token=True, readout_pool=True, n_encode=2,
@@ -60,7 +65,7 @@ ALL_ON = dict(hc_mode="hc", hc_placement="layer", moe_loop_router=True, moe_top_
 @pytest.mark.parametrize("kwargs", [{}, ALL_ON, dict(hc_placement="layer")])
 def test_gradients_reach_every_parameter(tiny_dataset, tiny_batch, kwargs):
     model = small(tiny_dataset, **kwargs)
-    loss, parts = model.loss(model(tiny_batch), tiny_batch["_label"])
+    loss, parts = model.loss(model(tiny_batch), tiny_batch.label)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing
@@ -111,7 +116,7 @@ def test_determinism_under_a_seed(tiny_dataset, tiny_batch):
         opt = torch.optim.Adam(model.parameters(), 1e-2)
         torch.manual_seed(1)
         for _ in range(2):
-            loss, _ = model.loss(model(tiny_batch), tiny_batch["_label"])
+            loss, _ = model.loss(model(tiny_batch), tiny_batch.label)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -121,14 +126,21 @@ def test_determinism_under_a_seed(tiny_dataset, tiny_batch):
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
 
 
-def test_packing_is_exact(tiny_dataset, tiny_batch):
-    results = []
-    for pack in (True, False):
-        model = small(tiny_dataset, pack_tokens=pack, train_loops=2, readout_pool=True).eval()
-        model.set_eval_depths(2)
-        with torch.no_grad():
-            results.append(model(tiny_batch)["logits_by_depth"])
-    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
+def test_the_padded_layout_gives_the_loaders_predictions(tiny_dataset, tiny_batch):
+    """The loader's jagged batch, and the same rows through the padded layout on either side (exported
+    programs' inputs), give the same logits at every depth."""
+    import dataclasses
+
+    model = small(tiny_dataset, train_loops=2, readout_pool=True).eval()
+    with torch.no_grad():
+        expected = model(tiny_batch, depths=[1, 2])["logits_by_depth"]
+        for side in ("pre", "post"):
+            schema = dataclasses.replace(tiny_dataset.schema, fields=tuple(
+                dataclasses.replace(f, padding=side) for f in tiny_dataset.schema.fields))
+            padded = tiny_batch.to_padded(schema)
+            assert padded["item_history"].shape[1] == int(tiny_batch.jagged("item_history").lengths.max())
+            got = model(Batch.from_padded(padded, schema), depths=[1, 2])["logits_by_depth"]
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs", [{}, dict(attention_mask="causal", hc_placement="layer", readout_pool=True),
@@ -139,22 +151,22 @@ def test_attention_in_length_groups_is_exact(tiny_dataset, kwargs, monkeypatch):
     from loopctr.data.loader import BatchLoader
 
     layouts = []
-    make_layout = module.PackedBatch
-    monkeypatch.setattr(module, "PackedBatch", lambda *args: layouts.append(make_layout(*args)) or layouts[-1])
+    make_layout = module.PackedTokens
+    monkeypatch.setattr(module, "PackedTokens", lambda *args: layouts.append(make_layout(*args)) or layouts[-1])
 
     batch = next(iter(BatchLoader(tiny_dataset.split("train"), 300, shuffle=True, seed=1).batches()))
-    lengths = (batch["item_history"] != 0).sum(1)
+    lengths = batch.jagged("item_history").lengths
     assert lengths.min() < lengths.max()  # mixed lengths, so that the groups' grids differ
     outs, grads = [], []
     for groups in (1, 4):
         model = small(tiny_dataset, attention_groups=groups, train_loops=2, **kwargs)
         out = model(batch)
-        model.loss(out, batch["_label"])[0].backward()
+        model.loss(out, batch.label)[0].backward()
         outs.append(out["logits_by_depth"].detach())
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
-        if groups > 1:  # 300 samples: 4 groups, each of at least 64 samples, narrower than the whole batch
-            bt = layouts[-1]
-            assert len(bt.groups) == 4 and min(g.shape[1] for g in bt.groups) < bt.shape[1]
+        if groups > 1:  # 300 samples: 4 grids, each of at least 64 samples, narrower than the whole batch
+            grids = layouts[-1].grids
+            assert len(grids) == 4 and min(g.shape[1] for g in grids) < layouts[-1].layout.width
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
@@ -169,7 +181,7 @@ def test_schema_without_sequences_and_with_numeric_fields(kwargs):
     batch = field_batch()
     out = model(batch)
     assert out["logits_by_depth"].shape == (3, 32)
-    model.loss(out, batch["_label"])[0].backward()
+    model.loss(out, batch.label)[0].backward()
     assert all(p.grad is not None for p in model.parameters())
 
 
@@ -191,7 +203,7 @@ def test_non_sequence_readout_reads_every_field_token():
     assert model.head.net[0].in_features == 4 * SMALL["d_model"]
     batch = field_batch()
     out = model(batch)
-    model.loss(out, batch["_label"])[0].backward()
+    model.loss(out, batch.label)[0].backward()
     assert all(p.grad is not None for p in model.parameters())
 
     # with a behaviour sequence (padded) beside the NS-tokens: packing stays exact
@@ -199,20 +211,20 @@ def test_non_sequence_readout_reads_every_field_token():
         {"name": "user", "type": "categorical"}, {"name": "item", "type": "categorical"},
         {"name": "history", "type": "sequence", "share_vocab": "item", "max_len": 6}]})
     g = torch.Generator().manual_seed(1)
-    batch = {"user": torch.randint(1, 20, (16,), generator=g), "item": torch.randint(1, 20, (16,), generator=g),
-             "history": torch.randint(1, 20, (16, 6), generator=g),
-             "_label": (torch.rand(16, generator=g) < 0.5).float()}
-    batch["history"][torch.arange(6) >= torch.randint(1, 7, (16, 1), generator=g)] = 0  # lengths 1..6
-    results = []
-    for pack in (True, False):
-        torch.manual_seed(0)
-        model = build_model("loopctr", schema, {"user": 20, "item": 20},
-                            LoopCTRConfig(**SMALL, readout="non_sequence", pack_tokens=pack, train_loops=2)).eval()
-        assert model.tokenizer.n_readout == 2  # the user token and the target token
-        model.set_eval_depths(2)
-        with torch.no_grad():
-            results.append(model(batch)["logits_by_depth"])
-    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-4)
+    padded = {"user": torch.randint(1, 20, (16,), generator=g), "item": torch.randint(1, 20, (16,), generator=g),
+              "history": torch.randint(1, 20, (16, 6), generator=g),
+              "_label": (torch.rand(16, generator=g) < 0.5).float()}
+    padded["history"][torch.arange(6) < 6 - torch.randint(1, 7, (16, 1), generator=g)] = 0  # lengths 1..6
+    batch = Batch.from_padded(padded, schema)
+    torch.manual_seed(0)
+    model = build_model("loopctr", schema, {"user": 20, "item": 20},
+                        LoopCTRConfig(**SMALL, readout="non_sequence", train_loops=2)).eval()
+    assert model.tokenizer.n_readout == 2  # the user token and the target token
+    with torch.no_grad():  # every row's prediction is its own, alone or beside rows of other lengths
+        together = model(batch, depths=[1, 2])["logits_by_depth"]
+        alone = torch.cat([model(batch.select(torch.tensor([i])), depths=[1, 2])["logits_by_depth"]
+                           for i in range(16)], dim=1)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
 
 
 ABLATIONS = [
@@ -223,7 +235,7 @@ ABLATIONS = [
     "n_decode=0", "readout_pool=true", "readout=non_sequence", "cls_token=true", "position_embedding=false",
     "type_embedding=false",
     "attention_mask=target_aware", "attention_mask=causal", "seq_grouping=separate", "ns_tokenizer=auto_split",
-    "loop_state_norm=true", "pack_tokens=false", "dropout=0.1", "sinkhorn_iters=3", "embedding_norm=true",
+    "loop_state_norm=true", "dropout=0.1", "sinkhorn_iters=3", "embedding_norm=true",
     "loop_embedding=true", "input_injection=true", "loop_sampling=random", "distill_weight=0.5",
     "loop_embedding=true,input_injection=true,hc_placement=layer",
 ]
@@ -235,7 +247,7 @@ def test_every_switch_builds_and_trains(tiny_dataset, tiny_batch, override):
     torch.manual_seed(0)
     model = build_model("loopctr", tiny_dataset.schema, tiny_dataset.vocab_sizes, run.model)
     out = model(tiny_batch)
-    loss, _ = model.loss(out, tiny_batch["_label"])
+    loss, _ = model.loss(out, tiny_batch.label)
     assert torch.isfinite(loss)
     loss.backward()
     model.eval()
@@ -256,17 +268,16 @@ def _zero_loop_updates(model):
                                     dict(loop_embedding=True, input_injection=True, hc_mode="none")])
 def test_loop_conditioning_is_seen_by_the_block_and_never_accumulates(tiny_dataset, tiny_batch, kwargs):
     model = small(tiny_dataset, train_loops=3, **kwargs).eval()
-    model.set_eval_depths(3)
     seen = []
     model.loop[0].norm_attn.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     with torch.no_grad():
-        out = model(tiny_batch, diagnostics=True)
+        out = model(tiny_batch, depths=list(range(1, 4)), diagnostics=True)
     assert not torch.allclose(out["logits_by_depth"][0], out["logits_by_depth"][2])
     if model.loop_site is not None:  # the block's input differs between passes
         assert not torch.allclose(seen[0], seen[1])
     _zero_loop_updates(model)
     with torch.no_grad():
-        out = model(tiny_batch, diagnostics=True)
+        out = model(tiny_batch, depths=list(range(1, 4)), diagnostics=True)
     # a block whose layers change nothing writes nothing, whatever it was conditioned on
     torch.testing.assert_close(out["logits_by_depth"][0], out["logits_by_depth"][2], atol=1e-6, rtol=0)
     if model.loop_site is None:
@@ -275,13 +286,12 @@ def test_loop_conditioning_is_seen_by_the_block_and_never_accumulates(tiny_datas
 
 def test_input_injection_adds_the_encoder_output_to_every_pass(tiny_dataset, tiny_batch):
     model = small(tiny_dataset, train_loops=3, hc_mode="none", input_injection=True).eval()
-    model.set_eval_depths(3)
     states, inputs = [], []
     model.loop[0].norm_attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
     original = model._loop_pass
     model._loop_pass = lambda x, *args: states.append(x) or original(x, *args)
     with torch.no_grad():
-        model(tiny_batch)
+        model(tiny_batch, depths=list(range(1, 4)))
     encoded = states[0]  # plain residuals: the loop starts from the encoder output
     for state, block_input in zip(states, inputs):
         torch.testing.assert_close(block_input, state + encoded)
@@ -291,9 +301,8 @@ def test_loop_embedding_keeps_the_parameter_count_and_extrapolates(tiny_dataset,
     counts = {small(tiny_dataset, train_loops=t, loop_embedding=True).parameter_counts()["dense"] for t in (1, 4)}
     assert len(counts) == 1
     model = small(tiny_dataset, train_loops=2, loop_embedding=True).eval()
-    model.set_eval_depths(6)  # passes never trained still have an embedding
     with torch.no_grad():
-        assert torch.isfinite(model(tiny_batch)["logits_by_depth"]).all()
+        assert torch.isfinite(model(tiny_batch, depths=list(range(1, 7)))["logits_by_depth"]).all()
 
 
 def test_random_loop_sampling_draws_every_depth_in_training_only(tiny_dataset, tiny_batch):
@@ -328,12 +337,11 @@ def test_self_distillation_teaches_shallow_depths_from_the_detached_deepest(tiny
 
 def test_loop_trace_measures_the_passes(tiny_dataset, tiny_batch):
     model = small(tiny_dataset, train_loops=2, hc_mode="none").eval()
-    model.set_eval_depths(3)
     states = []
     original = model._loop_pass
     model._loop_pass = lambda x, *args: states.append(x) or original(x, *args)
     with torch.no_grad():
-        out = model(tiny_batch, diagnostics=True)
+        out = model(tiny_batch, depths=list(range(1, 4)), diagnostics=True)
     trace = out["loop_trace"]
     assert set(trace) == {"state_sq", "update_sq", "proposal_sq", "rows"}  # no hyper-connections
     for t in range(2):
@@ -363,9 +371,8 @@ def test_final_only_supervision_decodes_only_the_last_depth(tiny_dataset, tiny_b
     model = small(tiny_dataset, supervision="final", train_loops=3)
     assert model(tiny_batch)["logits_by_depth"].shape[0] == 1
     model.eval()
-    model.set_eval_depths(3)
     with torch.no_grad():
-        assert model(tiny_batch)["logits_by_depth"].shape[0] == 3
+        assert model(tiny_batch, depths=list(range(1, 4)))["logits_by_depth"].shape[0] == 3
 
 
 def test_config_keys_and_validation():
@@ -406,21 +413,27 @@ def test_depths_refused_for_models_without_depths(tiny_data, tmp_path):
     assert main(["evaluate", "--run", str(run), "--depths", "all"]) == 2
 
 
-def test_tokens_do_not_depend_on_the_padding_of_the_batch(tiny_dataset, tiny_batch):
-    """A row's real tokens are the same alone (no padding: the shortcut positions) and in a padded batch."""
+def test_tokens_are_every_rows_own_events_then_its_fixed_tokens(tiny_dataset, tiny_batch):
+    """The packed tokens of a row are the same alone and in a batch of rows of other lengths, and a row's
+    tokens are its events (oldest first) followed by its fixed tokens."""
     model = small(tiny_dataset)
-    lengths = (tiny_batch["item_history"] != 0).sum(1)
+    lengths = tiny_batch.jagged("item_history").lengths
     row = int(torch.where(lengths >= 3, lengths, 10 ** 6).argmin())  # a short row, with several events
-    n = int(lengths[row])
-    alone = {k: v[row:row + 1] for k, v in tiny_batch.items()}
-    for name in ("item_history", "cate_history"):  # pre-padded: the real events are the last n columns
-        alone[name] = alone[name][:, -n:]
-    assert n < tiny_batch["item_history"].shape[1] and bool((alone["item_history"] != 0).all())
+    alone = tiny_batch.select(torch.tensor([row]))
     with torch.no_grad():
         single = model.tokenizer(alone, model.embedding(alone))
         batched = model.tokenizer(tiny_batch, model.embedding(tiny_batch))
-    assert not single.has_padding and batched.has_padding
-    torch.testing.assert_close(single.tokens[0], batched.tokens[row][batched.mask[row]])
+    n_fixed = single.n_fixed
+    assert single.layout.lengths.tolist() == [int(lengths[row]) + n_fixed] and n_fixed == 1  # the target
+    start, end = batched.layout.offsets[row:row + 2].tolist()
+    torch.testing.assert_close(single.x, batched.x[start:end])
+    # the last event's token is the newest event's projection plus the recency-0 position embedding
+    jag = tiny_batch.jagged("item_history")
+    newest = int(jag.offsets[row + 1]) - 1
+    emb = model.embedding(tiny_batch)
+    expected = (model.tokenizer.projections[0](torch.cat([emb["item_history"][newest], emb["cate_history"][newest]]))
+                + model.tokenizer.position_emb[0] + model.tokenizer.type_emb[0])
+    torch.testing.assert_close(batched.x[end - n_fixed - 1], expected.detach(), atol=1e-6, rtol=1e-5)
 
 
 def test_embedding_norm_makes_tokens_independent_of_the_embedding_scale(tiny_dataset, tiny_batch):
@@ -430,22 +443,24 @@ def test_embedding_norm_makes_tokens_independent_of_the_embedding_scale(tiny_dat
         with torch.no_grad():
             for p in model.embedding.parameters():  # embeddings of a trained model's size, far above the eps
                 p.mul_(1000.0)
-            before = model.tokenizer(tiny_batch, model.embedding(tiny_batch)).tokens
+            before = model.tokenizer(tiny_batch, model.embedding(tiny_batch)).x
             for p in model.embedding.parameters():
                 p.mul_(7.0)
-            after = model.tokenizer(tiny_batch, model.embedding(tiny_batch)).tokens
+            after = model.tokenizer(tiny_batch, model.embedding(tiny_batch)).x
         assert torch.allclose(before, after, atol=1e-5) == norm
 
 
 def test_embedding_norm_keeps_the_value_of_numeric_fields():
+    import dataclasses
+
     torch.manual_seed(0)
     model = build_model("loopctr", field_schema(), {"user": 20, "item": 20, "hour": 20},
                         LoopCTRConfig(**SMALL, embedding_norm=True)).eval()
     batch = field_batch()
-    doubled = {**batch, "price": batch["price"] * 2}
+    doubled = dataclasses.replace(batch, features={**batch.features, "price": batch.features["price"] * 2})
     with torch.no_grad():
-        tokens = model.tokenizer(batch, model.embedding(batch)).tokens
-        tokens_doubled = model.tokenizer(doubled, model.embedding(doubled)).tokens
+        tokens = model.tokenizer(batch, model.embedding(batch)).x.view(32, -1, SMALL["d_model"])
+        tokens_doubled = model.tokenizer(doubled, model.embedding(doubled)).x.view(32, -1, SMALL["d_model"])
     price = model.tokenizer.ns_fields.index("price")
     assert not torch.allclose(tokens[:, price], tokens_doubled[:, price])
     others = [i for i in range(tokens.shape[1]) if i != price]

@@ -16,7 +16,7 @@ from helpers import load_script, raw_rows
 from loopctr.cli.main import main
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader
-from loopctr.serve.predictor import Predictor
+from loopctr.serve.predictor import Predictor, program_inputs
 from loopctr.serve.server import Job, Metrics, MicroBatcher, ServeConfig, build_server
 from loopctr.train.distributed import DistEnv
 from loopctr.train.evaluate import predict
@@ -49,10 +49,14 @@ def assert_small_path_encodes_as_prepare(predictor, rows):
         for start in range(0, len(rows) - size + 1, 3):
             columns = predictor.validate(rows[start:start + size])
             small, full = predictor.encode_small(columns), predictor.encode(columns)
-            assert small.keys() == full.keys()
-            for name, tensor in full.items():
-                assert small[name].dtype == tensor.dtype, name
-                torch.testing.assert_close(small[name], tensor, rtol=0, atol=0)
+            assert small.features.keys() == full.features.keys() and len(small.sequences) == len(full.sequences)
+            pairs = [(small.label, full.label), *((small.features[k], v) for k, v in full.features.items())]
+            for a, b in zip(small.sequences, full.sequences):
+                assert a.values.keys() == b.values.keys() and a.width == b.width
+                pairs += [(a.offsets, b.offsets), (a.lengths, b.lengths), *((a.values[k], v) for k, v in b.values.items())]
+            for got, expected in pairs:
+                assert got.dtype == expected.dtype
+                torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def test_small_requests_skip_pyarrow_and_encode_the_same(din_run, tiny_data):
@@ -301,10 +305,9 @@ def assert_export_matches_eager(run, export_dir, tiny_data, n: int, **forward_kw
     exported = torch.jit.load(str(export_dir / "model.pt"))
     predictor = Predictor(run)
     batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=n)))
-    batch = {k: v for k, v in batch.items() if not k.startswith("_")}
     with torch.no_grad():
         eager = torch.sigmoid(predictor.model(batch, **forward_kwargs)["logits"])
-    torch.testing.assert_close(exported(batch), eager, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(exported(program_inputs(batch, predictor.schema)), eager, rtol=1e-5, atol=1e-6)
 
 
 def test_torchscript_export_matches_eager(din_run, tiny_data):
@@ -323,10 +326,10 @@ def test_onnx_export_matches_eager(din_run, tiny_data):
     session = ort.InferenceSession(str(din_run / "export-onnx" / "model.onnx"))
     predictor = Predictor(din_run)
     batch = predictor.encode(predictor.validate(raw_rows(tiny_data, n=17)))
-    names = [i.name for i in session.get_inputs()]
-    (onnx_out,) = session.run(None, {n: batch[n].numpy() for n in names})
+    inputs = program_inputs(batch, predictor.schema)
+    (onnx_out,) = session.run(None, {i.name: inputs[i.name].numpy() for i in session.get_inputs()})
     with torch.no_grad():
-        eager = torch.sigmoid(predictor.model({n: batch[n] for n in names})["logits"]).numpy()
+        eager = torch.sigmoid(predictor.model(batch)["logits"]).numpy()
     np.testing.assert_allclose(onnx_out, eager, rtol=1e-4, atol=1e-5)
 
 
@@ -347,10 +350,8 @@ def test_depth_knob_equals_per_depth_evaluation(loop_run, tiny_data):
     predictor = Predictor(loop_run)
     assert predictor.max_depth == 3 and predictor.metadata()["depths"] == [1, 2, 3]
     rows = raw_rows(tiny_data, n=30)
-    model = predictor.model
-    model.set_eval_depths(3)
-    arrays, _ = predict(model, BatchLoader(PreparedDataset(tiny_data).split("test"), 1000), DistEnv())
-    model.set_eval_depths(None)
+    arrays, _ = predict(predictor.model, BatchLoader(PreparedDataset(tiny_data).split("test"), 1000), DistEnv(),
+                        depths=[1, 2, 3])
     for depth in (1, 2, 3):
         np.testing.assert_allclose(predictor.predict(rows, depth), arrays["preds_by_depth"][depth - 1][:30],
                                    rtol=1e-5, atol=1e-6)
@@ -368,7 +369,7 @@ def test_large_requests_are_scored_in_length_sorted_chunks(loop_run, tiny_data):
     chunked = Predictor(loop_run, chunk_rows=8)
     widths = []
     score = chunked._score
-    chunked._score = lambda batch, depth: (widths.append(batch["item_history"].shape[1]), score(batch, depth))[1]
+    chunked._score = lambda batch, depth: (widths.append(batch.jagged("item_history").width), score(batch, depth))[1]
     for depth in (1, 3):
         widths.clear()
         np.testing.assert_allclose(chunked.predict(rows, depth), whole.predict(rows, depth), rtol=1e-5, atol=1e-6)
@@ -444,5 +445,5 @@ def test_export_with_normalised_embeddings_matches_eager(tiny_data, tmp_path):
 
 def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
     assert main(["export", "--run", str(loop_run), "--depth", "2"]) == 0
-    assert_export_matches_eager(loop_run, loop_run / "export-torchscript-depth2", tiny_data, 25, depth=2)
+    assert_export_matches_eager(loop_run, loop_run / "export-torchscript-depth2", tiny_data, 25, depths=[2])
     assert main(["export", "--run", str(loop_run), "--depth", "9"]) == 2

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from loopctr.layers.transformer import (MultiHeadAttention, RMSNorm, SwiGLU, TransformerLayer, apply_packed,
-                                        attention_mask)
+from loopctr.layers.reference import attention_reference
+from loopctr.layers.transformer import MultiHeadAttention, RMSNorm, SwiGLU, TransformerLayer, attention_mask
 
 
 def _padded(b=5, n=9, d=16, seed=0):
@@ -47,7 +47,7 @@ def test_sdpa_attention_equals_reference_with_padding_and_query(kind):
     attn = MultiHeadAttention(16, 4)
     for query in (None, slice(n - 2, n)):
         m = attention_mask(mask, kind, blocked_keys=~history, blocked_queries=history, query=query)
-        fast, ref = attn(x, m, query), attn.forward_reference(x, m, query)
+        fast, ref = attn(x, m, query), attention_reference(attn, x, m, query)
         assert torch.isfinite(fast).all()
         rows = mask if query is None else mask[:, query]
         torch.testing.assert_close(fast[rows], ref[rows], atol=1e-5, rtol=1e-5)
@@ -111,23 +111,14 @@ def test_packed_attention_equals_padded(query):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_apply_packed_equals_dense_at_real_tokens():
-    x, mask = _padded()
-    ffn = SwiGLU(16, 8)
-    out = apply_packed(ffn, x, mask)
-    torch.testing.assert_close(out[mask], ffn(x)[mask], atol=1e-6, rtol=1e-5)
-    assert torch.all(out[~mask] == 0)
+def test_transformer_layer_ffn_branch_returns_the_ffn_aux_loss():
+    from loopctr.layers.moe import MoEFFN
 
-
-def test_transformer_layer_query_packing_and_gradients():
-    x, mask = _padded()
+    x, _ = _padded()
     layer = TransformerLayer(16, 4, 32)
-    m = attention_mask(mask, "full")
-    full, aux = layer(x, m)
-    assert aux is None and full.shape == x.shape
-    last, _ = layer(x, m, query=slice(8, 9))
-    torch.testing.assert_close(last, full[:, 8:9], atol=1e-5, rtol=1e-5)
-    packed, _ = layer(x, m, token_mask=mask)
-    torch.testing.assert_close(packed[mask], full[mask], atol=1e-5, rtol=1e-5)
-    packed.sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+    y, aux = layer.ffn_branch(x)
+    assert aux is None
+    torch.testing.assert_close(y, layer.ffn(layer.norm_ffn(x)))
+    moe_layer = TransformerLayer(16, 4, 32, ffn=MoEFFN(16, 8, n_experts=3))
+    y, aux = moe_layer.ffn_branch(x.reshape(-1, 16))
+    assert y.shape == (45, 16) and aux.ndim == 0

@@ -1,7 +1,7 @@
 """Batches as dicts of tensors, sliced from memory-mapped column arrays.
 
-No per-row `__getitem__` and collate: a batch is one fancy-index per column. Sequences are stored ragged
-and padded per batch to the batch's longest row. Rows are shuffled by permuting blocks of consecutive rows
+No per-row `__getitem__` and collate: a batch (`data.batch.Batch`) is one fancy-index per column, and every
+sequence group stays ragged, as stored: values and offsets, no padding. Rows are shuffled by permuting blocks of consecutive rows
 (block 1 = a full shuffle; larger blocks read larger-than-RAM data sequentially). Optional length bucketing
 groups rows of similar length so that little padding is computed at all. Under DDP every global batch
 is split across ranks, so the optimisation sees the same global batch whatever the world size.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from loopctr.data.batch import Batch, gather_jagged, length_groups
 from loopctr.data.dataset import SplitData
-from loopctr.data.prepare import GROUP, LABEL
 from loopctr.errors import UserError
 
 
@@ -82,6 +82,7 @@ class BatchLoader:
         self.with_groups = with_groups and split.schema.group is not None
         self.row_ids = np.arange(split.rows) if rows is None else np.asarray(rows, dtype=np.int64)
         self.sequences = [f for f in self.schema.fields if f.type == "sequence"]
+        self.groups = self.schema.sequence_groups()
         self.max_len = sequence_limit(self.schema, self.config)
         self.length_key = self.lengths() if (self.sequences and self.config.length_buckets) else None
 
@@ -119,9 +120,7 @@ class BatchLoader:
         out = []
         for w in range(0, len(batches), window):
             rows = np.concatenate(batches[w:w + window])
-            rows = rows[np.argsort(self.length_key[rows], kind="stable")]
-            sizes = np.cumsum([len(x) for x in batches[w:w + window]])[:-1]
-            out.extend(np.split(rows, sizes))
+            out.extend(rows[g] for g in length_groups(self.length_key[rows], len(batches[w:w + window])))
         return [out[i] for i in rng.permutation(len(out))]
 
     def rank_rows(self, epoch: int = 0) -> list[np.ndarray]:
@@ -135,25 +134,23 @@ class BatchLoader:
         return len(self.rank_rows(0))
 
     # -- batch assembly ----------------------------------------------------------------------------------
-    def gather(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        batch = {LABEL: torch.from_numpy(np.asarray(self.split.labels[rows]))}
-        if self.with_groups:
-            batch[GROUP] = torch.from_numpy(np.asarray(self.split.groups[rows]))
-        spans = {}
-        for f in self.sequences:
-            offsets = self.split.column(f.name + ".offsets")
-            end = np.asarray(offsets[rows + 1])
-            count = np.minimum(end - np.asarray(offsets[rows]), self.max_len)
-            spans[f.name] = (end - count, count)
-        width = max([1] + [int(c.max(initial=0)) for _, c in spans.values()])
-        for f in self.schema.fields:
-            column = self.split.column(f.name)
-            if f.type == "sequence":
-                values = _pad(column, *spans[f.name], width, f.padding)
-            else:
-                values = np.asarray(column[rows])
-            batch[f.name] = torch.from_numpy(values)
-        return batch
+    def gather(self, rows: np.ndarray) -> Batch:
+        """The batch of `rows`: non-sequence columns fancy-indexed, each sequence group gathered as one Jagged
+        (the newest `max_len` events of every row; nothing padded)."""
+        features = {f.name: torch.from_numpy(np.asarray(self.split.column(f.name)[rows]))
+                    for f in self.schema.fields if f.type != "sequence"}
+        sequences = []
+        for names in self.groups:
+            flat, starts, counts = {}, {}, {}
+            for name in names:
+                offsets = self.split.column(name + ".offsets")
+                end = np.asarray(offsets[rows + 1])
+                counts[name] = np.minimum(end - np.asarray(offsets[rows]), self.max_len)
+                starts[name] = end - counts[name]
+                flat[name] = self.split.column(name)
+            sequences.append(gather_jagged(flat, starts, counts))
+        group = torch.from_numpy(np.asarray(self.split.groups[rows])) if self.with_groups else None
+        return Batch(torch.from_numpy(np.asarray(self.split.labels[rows])), features, sequences, group)
 
     def batches(self, epoch: int = 0, start: int = 0):
         """Yield this rank's batches of `epoch`, skipping the first `start` (to resume mid-epoch)."""
@@ -163,19 +160,6 @@ class BatchLoader:
                 yield self.gather(rows)
             return
         yield from _prefetched((self.gather(rows) for rows in plan), self.config.prefetch)
-
-
-def _pad(flat: np.ndarray, start: np.ndarray, count: np.ndarray, width: int, padding: str) -> np.ndarray:
-    """Rows flat[start[i]:start[i]+count[i]] as a (rows, width) int32 array, padded with 0 on `padding`'s side."""
-    rows = count.shape[0]
-    out = np.zeros((rows, width), dtype=np.int32)
-    total = int(count.sum())
-    if total:
-        first = np.cumsum(count) - count
-        j = np.arange(total) - np.repeat(first, count)
-        col = j + np.repeat(width - count, count) if padding == "pre" else j
-        out[np.repeat(np.arange(rows), count), col] = flat[np.repeat(start, count) + j]
-    return out
 
 
 def _prefetched(iterator, depth: int):

@@ -83,6 +83,14 @@ class Schema:
                     break
         return pairs
 
+    def sequence_groups(self) -> list[list[str]]:
+        """Sequence fields that describe the same events, each group one jagged tensor in a batch
+        (`data.batch`): every sequence paired with a target field (`sequence_targets`: the behaviour history,
+        e.g. item_history and cate_history) in one group, then each other sequence field (a bag such as a
+        movie's genres) in a group of its own."""
+        paired = [s for _, s in self.sequence_targets()]
+        return ([paired] if paired else []) + [[f.name] for f in self.of_type("sequence") if f.name not in paired]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

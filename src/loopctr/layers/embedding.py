@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from loopctr.data.batch import Batch
 from loopctr.data.schema import Schema
 from loopctr.errors import UserError
 
@@ -56,24 +57,25 @@ class FeatureEmbedding(nn.Module):
         if self.numeric is not None:
             nn.init.normal_(self.numeric.weight, std=self.init_std)
 
-    def embed(self, name: str, ids: torch.Tensor) -> torch.Tensor:
-        return self.tables[self.schema.field(name).vocab](ids)
-
-    def forward(self, batch: dict[str, torch.Tensor], fields: list[str] | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, fields: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """field -> its embeddings: (B, d) for categorical and numeric fields, (T, d) for a sequence field (one
+        row per event of its group's Jagged: nothing is embedded at padding, there is none)."""
         out = {}
         for f in self.schema.fields:
             if fields is not None and f.name not in fields:
                 continue
             if f.type == "numeric":
                 i = self.numeric_fields.index(f.name)
-                out[f.name] = batch[f.name].unsqueeze(-1).float() * self.numeric.weight[i]
+                out[f.name] = batch.features[f.name].unsqueeze(-1).float() * self.numeric.weight[i]
+            elif f.type == "categorical":
+                out[f.name] = self.tables[f.vocab](batch.features[f.name])
             else:
-                out[f.name] = self.tables[f.vocab](batch[f.name])
+                out[f.name] = self.tables[f.vocab](batch.jagged(f.name).values[f.name])
         return out
 
-    def pooled(self, batch: dict[str, torch.Tensor], fields: list[str] | None = None) -> list[torch.Tensor]:
+    def pooled(self, batch: Batch, fields: list[str] | None = None) -> list[torch.Tensor]:
         """Each field's (B, d) vector in schema order (only `fields`, if given); sequences mean-pooled over
-        their real events."""
+        their events."""
         return pool_sequences(self(batch, fields), batch)
 
 
@@ -106,9 +108,10 @@ class PretrainedTable(nn.Module):
         return x + self.id_table(ids) if self.usage == "sum" else x
 
 
-def pool_sequences(emb: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """The (B, d) vectors of `emb` in its order, the (B, L, d) sequences mean-pooled over their real events."""
-    return [masked_mean(v, batch[name] != 0) if v.dim() == 3 else v for name, v in emb.items()]
+def pool_sequences(emb: dict[str, torch.Tensor], batch: Batch) -> list[torch.Tensor]:
+    """The (B, d) vectors of `emb` in its order, the (T, d) sequences mean-pooled over each row's events."""
+    owner = {name: jag for jag in batch.sequences for name in jag.values}
+    return [owner[name].segment_mean(v) if name in owner else v for name, v in emb.items()]
 
 
 def masked_mean(seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -108,15 +108,6 @@ def sinkhorn_knopp(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:
     return m.permute(2, 0, 1).reshape(*lead, n, n).to(logits.dtype)
 
 
-def sinkhorn_knopp_reference(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:
-    """The plain log-domain iteration, differentiated by autograd (for tests)."""
-    log_m = logits
-    for _ in range(iters):
-        log_m = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
-        log_m = log_m - torch.logsumexp(log_m, dim=-2, keepdim=True)
-    return log_m.exp()
-
-
 def expand_streams(x: torch.Tensor, mode: HCMode, n_streams: int) -> torch.Tensor:
     """(..., d) -> (..., n, d): n copies of the input (identity for mode "none")."""
     if mode == "none":
@@ -140,17 +131,26 @@ def select_tokens(x: torch.Tensor, query: slice | torch.Tensor | None) -> torch.
 
 
 class PlainResidual(nn.Module):
-    """x_next = x + F(x) on (B, N, d) states; the same call signature as `HyperConnection`."""
+    """x_next = x + F(x) on a single stream; the interface of `HyperConnection` (`read`, `write`)."""
 
     mode = "none"
 
+    def read(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return x, None
+
+    def write(self, x: torch.Tensor, y: torch.Tensor, mix: None = None,
+              query: slice | torch.Tensor | None = None) -> torch.Tensor:
+        return select_tokens(x, query) + y
+
     def forward(self, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
                 query: slice | torch.Tensor | None = None) -> torch.Tensor:
-        return select_tokens(x, query) + branch(x)
+        return self.write(x, branch(x), None, query)
 
 
 class HyperConnection(nn.Module):
-    """One residual site over (B, N, n, d) stream states (see the module docstring)."""
+    """One residual site over (..., n, d) stream states (see the module docstring). A caller reads the branch
+    input and the site's coefficients (`read`), computes the branch, and writes its output back (`write`);
+    `forward(x, branch)` is the two in one."""
 
     def __init__(self, dim: int, n_streams: int = 4, mode: HCMode = "mhc", index: int = 0, dynamic: bool = True,
                  alpha_init: float = 0.01, sinkhorn_iters: int = 20, eps: float = 1e-6):
@@ -213,12 +213,14 @@ class HyperConnection(nn.Module):
             res = sinkhorn_knopp(res, self.sinkhorn_iters)
         return pre, post, res
 
-    def forward(self, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
-                query: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., n, d) streams; `branch` maps the mixed input (..., d) to the branch output at the query tokens
-        (see `select_tokens`); returns the new streams at the query tokens."""
+    def read(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """x (..., n, d) streams -> the branch input H_pre x (..., d), and the coefficients for `write`."""
         pre, post, res = self.coefficients(x)
-        y = branch((pre.unsqueeze(-1) * x).sum(-2))
+        return (pre.unsqueeze(-1) * x).sum(-2), (pre, post, res)
+
+    def write(self, x: torch.Tensor, y: torch.Tensor, mix, query: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """The new streams H_res x + H_post^T y at the query tokens (`select_tokens`); y: the branch output there."""
+        _, post, res = mix
         if query is not None:
             x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
         # H_res x + H_post^T y as one batched product [H_res | H_post^T] [x; y], not n products and sums (with the
@@ -228,15 +230,12 @@ class HyperConnection(nn.Module):
             out.register_hook(torch.Tensor.contiguous)  # backward into a loop over the tokens' matrices (4x slower)
         return out
 
-
-def hyper_connection_reference(site: HyperConnection, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
-                               query: slice | torch.Tensor | None = None) -> torch.Tensor:
-    """The site's equation x_next = H_res x + H_post^T F(H_pre x), stream by stream with einsum (for tests)."""
-    pre, post, res = site.coefficients(x)
-    y = branch(torch.einsum("...j,...jd->...d", pre, x))
-    if query is not None:
-        x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
-    return torch.einsum("...ij,...jd->...id", res, x) + torch.einsum("...i,...d->...id", post, y)
+    def forward(self, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
+                query: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """x (..., n, d) streams; `branch` maps the mixed input (..., d) to the branch output at the query tokens
+        (see `select_tokens`); returns the new streams at the query tokens."""
+        h, mix = self.read(x)
+        return self.write(x, branch(h), mix, query)
 
 
 def residual_site(mode: HCMode, dim: int, n_streams: int = 4, index: int = 0, **kwargs) -> nn.Module:

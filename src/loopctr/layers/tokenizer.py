@@ -1,13 +1,14 @@
 """Unified tokenizer: turns any schema's fields into one token sequence for a Transformer (OneTrans-style).
 
-Token order, left to right (fixed per schema; the sequence part's length is the batch's):
+Token order of every row, left to right (the sequence part's length is the row's own):
     [S-tokens of sequence group 1] ... [S-tokens of group G] [NS-tokens] [target tokens] [CLS]
 
 - S-tokens: per behaviour event, the concatenated embeddings of the group's sequence fields (e.g. item and
   category of the event) through the group's shared projection Linear(k*e -> d), plus a learned *recency*
   position embedding (0 = newest event, counted over real events, so pre- and post-padding give the same
-  positions). `seq_grouping="aligned"` puts all sequence fields in one group (they describe the same events,
-  as in every x1 dataset); `"separate"` makes one group (and projection) per sequence field.
+  positions). `seq_grouping="aligned"` makes one group of the fields that describe the same events (the
+  schema's sequence groups: the histories paired with a target field, as in every x1 dataset; each bag
+  field, such as a movie's genres, alone); `"separate"` makes one group (and projection) per sequence field.
 - target tokens: per group, the embeddings of the categorical fields that share the group's vocabularies
   (`schema.sequence_targets()`, e.g. item_id and cate_id for item_history and cate_history) concatenated in
   the same order and passed through the *same* projection, so that target and history share one space
@@ -23,10 +24,11 @@ Token order, left to right (fixed per schema; the sequence part's length is the 
   projection bias and the position and type embeddings added to it, and the model learns which item a token
   is only as its embeddings grow. Numeric fields keep their scale (it is their value).
 
-`forward(batch, embeddings)` returns a `Tokens` record: tokens (B, N, d), token mask (B, N) (False at
-padding events), the (N,) flags of history positions, and `n_readout`: the read-out tokens are the last
-`n_readout` positions: the target tokens and CLS (`readout="target"`), or every non-sequence token, NS-tokens
-included (`readout="non_sequence"`, as OneTrans reads out its final NS-tokens).
+`forward(batch, embeddings)` returns a `Tokens` record: every row's tokens back to back, (R, d) (one row per
+real token: there is no padding), the Jagged `layout` of those token rows (lengths, offsets), the number of
+fixed tokens (everything but the S-tokens, the last `n_fixed` of every row) and `n_readout`: the read-out
+tokens are the last `n_readout` of every row: the target tokens and CLS (`readout="target"`), or every
+non-sequence token, NS-tokens included (`readout="non_sequence"`, as OneTrans reads out its final NS-tokens).
 """
 
 from __future__ import annotations
@@ -38,17 +40,17 @@ from typing import Literal
 import torch
 from torch import nn
 
+from loopctr.data.batch import Batch, Jagged
 from loopctr.data.schema import Schema
-from loopctr.layers.transformer import apply_packed, rms_norm
+from loopctr.layers.transformer import rms_norm
 
 
 @dataclass
 class Tokens:
-    tokens: torch.Tensor  # (B, N, d)
-    mask: torch.Tensor  # (B, N) bool, True at real tokens
-    history: torch.Tensor  # (N,) bool, True at S-token positions
-    n_readout: int  # the read-out tokens are the last n_readout positions
-    has_padding: bool  # whether any position is padding (else the mask is all True)
+    x: torch.Tensor  # (R, d): every row's tokens, row after row
+    layout: Jagged  # the token rows of every batch row (no values; lengths and offsets)
+    n_fixed: int  # the last n_fixed tokens of every row are not behaviour events
+    n_readout: int  # the read-out tokens are the last n_readout of every row
 
 
 class UnifiedTokenizer(nn.Module):
@@ -62,12 +64,15 @@ class UnifiedTokenizer(nn.Module):
         e, d = embedding_dim, d_model
         self.embedding_dim, self.d_model = e, d
         sequences = schema.of_type("sequence")
+        schema_groups = schema.sequence_groups()
         if seq_grouping == "aligned":
-            self.groups = [[f.name for f in sequences]] if sequences else []
+            self.groups = schema_groups
         elif seq_grouping == "separate":
-            self.groups = [[f.name] for f in sequences]
+            self.groups = [[name] for g in schema_groups for name in g]
         else:
             raise ValueError(f"unknown seq_grouping '{seq_grouping}'")
+        # every S-token group reads the Jagged of the schema group its fields belong to
+        self.jagged_of = [next(i for i, g in enumerate(schema_groups) if names[0] in g) for names in self.groups]
         target_of = {s: t for t, s in schema.sequence_targets()}
         self.group_targets = [[target_of.get(s) for s in g] for g in self.groups]
         self.target_groups = [i for i, ts in enumerate(self.group_targets) if any(t is not None for t in ts)]
@@ -109,36 +114,21 @@ class UnifiedTokenizer(nn.Module):
             nn.init.normal_(self.ns_weight, std=math.sqrt(2.0 / (self.embedding_dim + self.d_model)))
             nn.init.zeros_(self.ns_bias)
 
-    @staticmethod
-    def recency(mask: torch.Tensor) -> torch.Tensor:
-        """(B, L) bool -> (B, L) long: the number of real events after each position (0 = newest)."""
-        after = mask.flip(-1).long().cumsum(-1).flip(-1)
-        return (after - 1).clamp_min(0)
-
-    def forward(self, batch: dict[str, torch.Tensor], emb: dict[str, torch.Tensor]) -> Tokens:
-        b = batch["_label"].shape[0] if "_label" in batch else next(iter(emb.values())).shape[0]
-        if self.normalised:  # eps far below the init's mean square (1e-8); padding rows are zero and stay zero
+    def forward(self, batch: Batch, emb: dict[str, torch.Tensor]) -> Tokens:
+        b = batch.size
+        if self.normalised:  # eps far below the init's mean square (1e-8)
             emb = {name: rms_norm(x, eps=1e-12) if name in self.normalised else x for name, x in emb.items()}
-        parts, masks, history = [], [], []
-        any_padding = False
-        zeros = None
+        events, lengths, widths = [], [], []  # per S-token group: its (T_g, d) tokens, its Jagged
         for gi, (group, proj) in enumerate(zip(self.groups, self.projections)):
-            mask = batch[group[0]] != 0
-            for name in group[1:]:
-                mask = mask | (batch[name] != 0)
-            padded = not bool(mask.all())
-            # projected at real events only (most of a padded batch is padding); zeros at padding
-            x = apply_packed(proj, torch.cat([emb[name] for name in group], dim=-1), mask if padded else None)
-            if self.position_emb is not None:  # without padding the recency positions are simply L-1 .. 0
-                positions = (self.recency(mask) if padded
-                             else torch.arange(x.shape[1] - 1, -1, -1, device=x.device))
-                x = x + self.position_emb[positions.clamp_max(self.max_positions - 1)]
+            jag = batch.sequences[self.jagged_of[gi]]
+            x = proj(torch.cat([emb[name] for name in group], dim=-1))
+            if self.position_emb is not None:
+                x = x + self.position_emb[jag.recency.clamp_max(self.max_positions - 1)]
             if self.type_emb is not None:
                 x = x + self.type_emb[gi]
-            parts.append(x)
-            masks.append(mask)
-            history.append(torch.ones(x.shape[1], dtype=torch.bool, device=x.device))
-            any_padding = any_padding or padded
+            events.append((x, jag))
+            lengths.append(jag.lengths)
+            widths.append(jag.width)
         fixed = []
         if self.n_ns:
             stacked = torch.stack([emb[name] for name in self.ns_fields], dim=1)  # (B, F, e)
@@ -151,13 +141,8 @@ class UnifiedTokenizer(nn.Module):
                 ns = ns + self.type_emb[first:first + self.n_ns]
             fixed.append(ns)
         for gi in self.target_groups:
-            cols = []
-            for name, target in zip(self.groups[gi], self.group_targets[gi]):
-                if target is not None:
-                    cols.append(emb[target])
-                else:
-                    zeros = zeros if zeros is not None else emb[name].new_zeros(b, self.embedding_dim)
-                    cols.append(zeros)
+            cols = [emb[target] if target is not None else emb[name].new_zeros(b, self.embedding_dim)
+                    for name, target in zip(self.groups[gi], self.group_targets[gi])]
             t = self.projections[gi](torch.cat(cols, dim=-1)).unsqueeze(1)
             if self.type_emb is not None:
                 t = t + self.type_emb[len(self.groups)]
@@ -167,9 +152,22 @@ class UnifiedTokenizer(nn.Module):
             if self.type_emb is not None:
                 c = c + self.type_emb[-1]
             fixed.append(c)
-        fixed_tokens = torch.cat(fixed, dim=1)
-        parts.append(fixed_tokens)
-        masks.append(torch.ones(b, fixed_tokens.shape[1], dtype=torch.bool, device=fixed_tokens.device))
-        history.append(torch.zeros(fixed_tokens.shape[1], dtype=torch.bool, device=fixed_tokens.device))
-        return Tokens(torch.cat(parts, dim=1), torch.cat(masks, dim=1), torch.cat(history), self.n_readout,
-                      any_padding)
+        fixed_tokens = torch.cat(fixed, dim=1)  # (B, F, d)
+        n_fixed = fixed_tokens.shape[1]
+        device = fixed_tokens.device
+        events_per_row = torch.stack(lengths).sum(0) if lengths else torch.zeros(b, dtype=torch.long, device=device)
+        # the grid width from the groups' widths, not from the lengths' values (a trace keeps it symbolic)
+        layout = Jagged.from_lengths({}, events_per_row + n_fixed, width=sum(widths) + n_fixed)
+        starts = layout.offsets[:-1]
+        # every token's row in the packed layout: a row's groups' events one after another, then its fixed tokens
+        before = torch.zeros_like(starts)
+        parts, rows = [], []
+        for x, jag in events:
+            parts.append(x)
+            rows.append((starts + before).index_select(0, jag.row_index) + jag.position)
+            before = before + jag.lengths
+        parts.append(fixed_tokens.reshape(-1, self.d_model))
+        rows.append(((starts + before)[:, None] + torch.arange(n_fixed, device=device)).reshape(-1))
+        values = torch.cat(parts)
+        packed = values.new_zeros(values.shape[0], self.d_model).index_copy(0, torch.cat(rows), values)
+        return Tokens(packed, layout, n_fixed, self.n_readout)

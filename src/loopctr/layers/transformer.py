@@ -6,6 +6,7 @@ Shared by every Transformer model of the project (LoopCTR, BST, OneTrans, ...). 
   a key (the convention of `F.scaled_dot_product_attention`); `attention_mask()` builds the usual ones;
 - `query=` restricts a layer to a slice of query positions (keys and values still cover all tokens). A model
   that reads out only its last tokens runs its last layer with `query=slice(N - n, N)`: exact, and cheap;
+- reference implementations of the fast ops live in `layers/reference.py`;
 - the layers here initialise their own `nn.Parameter`s (RMSNorm gains, ...) in `reset_own_parameters()`,
   while their `nn.Linear`s are left to the model (`CTRModel.reset_parameters`: Xavier-normal). A model that
   re-initialises its Linears afterwards calls `reset_own_parameters(model)` to restore the others.
@@ -173,41 +174,11 @@ class MultiHeadAttention(nn.Module):
             y = y.index_select(0, index)
         return self.out(y)
 
-    def forward_reference(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                          query: slice | None = None) -> torch.Tensor:
-        """Plain softmax attention (no dropout), for tests."""
-        b = x.shape[0]
-        q, k, v = (self._heads(t) for t in self.qkv(x).chunk(3, dim=-1))
-        if query is not None:
-            q = q[:, :, query]
-        scores = q @ k.transpose(-1, -2) / self.head_dim ** 0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        y = scores.softmax(-1) @ v
-        return self.out(y.transpose(1, 2).reshape(b, -1, self.dim))
-
-
-def apply_packed(fn, x: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
-    """Apply a per-token function only to the real tokens of x (B, N, d): gather, apply, scatter (zeros at padding).
-
-    `fn` maps (T, d) -> (T, d'). Exact for per-token maps; saves their cost at padding positions.
-    """
-    if token_mask is None:
-        return fn(x)
-    flat = x.reshape(-1, x.shape[-1])
-    index = token_mask.reshape(-1).nonzero().squeeze(-1)
-    out = fn(flat.index_select(0, index))
-    full = out.new_zeros(flat.shape[0], out.shape[-1]).index_copy(0, index, out)
-    return full.view(*x.shape[:-1], out.shape[-1])
-
 
 class TransformerLayer(nn.Module):
-    """Pre-norm layer: x + Attn(RMSNorm(x)), then x + FFN(RMSNorm(x)); SwiGLU FFN unless `ffn` is given.
-
-    The two residual branches are exposed (`attention_branch`, `ffn_branch`) so that other residual schemes
-    (hyper-connections) can wrap them; `forward` is the plain residual. An `ffn` module may return a tuple
-    (output, aux_loss), as `MoEFFN` does; its keyword arguments (e.g. `loop_index`) pass through `ffn_kwargs`.
-    """
+    """The parts of a pre-norm layer, x + Attn(RMSNorm(x)), then x + FFN(RMSNorm(x)) (SwiGLU FFN unless `ffn` is
+    given), for models that lay out their tokens and residuals themselves (LoopCTR: packed tokens,
+    hyper-connected residuals). An `ffn` module may return (output, aux_loss), as `MoEFFN` does."""
 
     def __init__(self, dim: int, n_heads: int, ffn_hidden: int, dropout: float = 0.0, ffn: nn.Module | None = None,
                  attention_dropout: float = 0.0, eps: float = 1e-6):
@@ -218,36 +189,8 @@ class TransformerLayer(nn.Module):
         self.ffn = ffn if ffn is not None else SwiGLU(dim, ffn_hidden)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def attention_branch(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                         query: slice | None = None) -> torch.Tensor:
-        return self.dropout(self.attn(self.norm_attn(x), mask, query))
-
-    def attention_branch_with(self, attend, x: torch.Tensor) -> torch.Tensor:
-        """`attention_branch` with the attention call made by `attend(self.attn, normalised x)`: for models that
-        lay out their tokens themselves (e.g. packed, through `MultiHeadAttention.forward_packed`)."""
-        return self.dropout(attend(self.attn, self.norm_attn(x)))
-
-    def ffn_branch(self, x: torch.Tensor, token_mask: torch.Tensor | None = None,
-                   **ffn_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """FFN(RMSNorm(x)) computed at the real tokens only when `token_mask` is given; returns (y, aux or None)."""
-
-        aux = []
-
-        def fn(t):
-            out = self.ffn(self.norm_ffn(t), **ffn_kwargs)
-            if isinstance(out, tuple):
-                out, extra = out
-                aux.append(extra)
-            return out
-
-        y = apply_packed(fn, x, token_mask)
-        return self.dropout(y), (aux[0] if aux else None)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, token_mask: torch.Tensor | None = None,
-                query: slice | None = None, **ffn_kwargs):
-        """x (B, N, d) -> (B, N_q, d), aux loss or None. `token_mask` (B, N) enables packing for the FFN."""
-        x = (x if query is None else x[:, query]) + self.attention_branch(x, mask, query)
-        if token_mask is not None and query is not None:
-            token_mask = token_mask[:, query]
-        y, aux = self.ffn_branch(x, token_mask, **ffn_kwargs)
-        return x + y, aux
+    def ffn_branch(self, x: torch.Tensor, **ffn_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Dropout(FFN(RMSNorm(x))) and the FFN's aux loss (None for a plain FFN)."""
+        out = self.ffn(self.norm_ffn(x), **ffn_kwargs)
+        y, aux = out if isinstance(out, tuple) else (out, None)
+        return self.dropout(y), aux

@@ -1,8 +1,8 @@
 """The model interface every CTR model implements.
 
-A model is built from a schema, the vocabulary sizes and its dataclass config; `forward(batch)` returns a
-dict with `logits` (B,) and optionally `logits_by_depth` (depths, B) and `aux_loss` (a scalar added to the
-training loss). Models never read files and know nothing of the trainer.
+A model is built from a schema, the vocabulary sizes and its dataclass config; `forward(batch)` takes a
+`data.batch.Batch` and returns a dict with `logits` (B,) and optionally `logits_by_depth` (depths, B) and
+`aux_loss` (a scalar added to the training loss). Models never read files and know nothing of the trainer.
 """
 
 from __future__ import annotations
@@ -113,13 +113,13 @@ class CTRModel(nn.Module):
             counts["embedding" if id(p) in emb else "dense"] += p.numel()
         return counts
 
-    # depth-wise evaluation (models with a per-depth output, e.g. looped models) -------------------------
+    # depths (looped models) -------------------------------------------------------------------------
     def trained_depths(self) -> int | None:
-        """How many depths `logits_by_depth` covers in training; None for a model without depths."""
+        """How many depths a looped model is trained at; None for a model without depths. A model with depths
+        takes `forward(batch, depths=[...])` in inference: `logits_by_depth` (depths, B) for exactly those
+        depths, `logits` the last of them."""
         return None
 
-    def set_eval_depths(self, depths: int | None) -> None:
-        """Make eval-mode `forward` return `logits_by_depth` for depths 1..`depths` (None: the model's default),
-        while `logits` stays at the model's inference depth. Models without depths refuse."""
-        if depths is not None:
-            raise UserError(f"model '{getattr(self, 'name', type(self).__name__)}' has no depths to evaluate")
+    def inference_depth(self) -> int | None:
+        """The depth whose predictions a looped model serves by default (None: no depths)."""
+        return None

@@ -23,10 +23,11 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.embedding import masked_mean
-from loopctr.layers.transformer import MultiHeadAttention, apply_packed, attention_mask
+from loopctr.layers.transformer import MultiHeadAttention, attention_mask
 from loopctr.models import register
 from loopctr.models.base import CTRModel, SequenceEncoderConfig
-from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
+from loopctr.models.target_sequence import (context_vectors, in_length_groups, max_events, require_pairs,
+                                            target_and_history)
 
 POOLING = ("target", "mean", "sum")
 
@@ -61,12 +62,12 @@ class BSTBlock(nn.Module):
         self.dropout1, self.dropout2 = nn.Dropout(c.dropout), nn.Dropout(c.dropout)
         self.residual = c.use_residual
 
-    def forward(self, x, mask, token_mask, query=None):
+    def forward(self, x, mask, query=None):
         s = self.dropout1(self.attention(x, mask, query))
         if query is not None:
-            x, token_mask = x[:, query], token_mask[:, query]
+            x = x[:, query]
         s = self.norm1(s + x if self.residual else s)
-        out = self.dropout2(apply_packed(self.ffn, s, token_mask))
+        out = self.dropout2(self.ffn(s))
         return self.norm2(out + s if self.residual else out)
 
 
@@ -95,10 +96,9 @@ class BST(CTRModel):
         n_context = len(schema.fields) - len(self.pairs)
         self.head = self.mlp_head(self.dim + d * n_context)
 
-    def encode(self, batch) -> torch.Tensor:
-        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
-        target, history, mask = target_and_history(self.schema, emb, batch, self.pairs)
-        x = torch.cat([history, target.unsqueeze(1)], dim=1)  # (B, L + 1, k*d), target last
+    def encode(self, history: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """history (b, L, k*d) with its mask, target (b, k*d) -> the pooled sequence output (b, width)."""
+        x = torch.cat([history, target.unsqueeze(1)], dim=1)  # (b, L + 1, k*d), target last
         b, n, _ = x.shape
         if self.position is not None:
             x = torch.cat([x, self.position[-n:].expand(b, -1, -1)], dim=-1)
@@ -108,13 +108,15 @@ class BST(CTRModel):
         for i, block in enumerate(self.blocks):
             if target_only and i == len(self.blocks) - 1:
                 last_mask = attn_mask if attn_mask.shape[-2] == 1 else attn_mask[..., n - 1:, :]
-                return block(x, last_mask, token_mask, query=slice(n - 1, n))[:, 0]
-            x = block(x, attn_mask, token_mask)
+                return block(x, last_mask, query=slice(n - 1, n))[:, 0]
+            x = block(x, attn_mask)
         if self.config.seq_pooling_type == "mean":
             return masked_mean(x, token_mask)
         return (x * token_mask.unsqueeze(-1)).sum(1)
 
     def forward(self, batch):
-        pooled = by_length(self.encode, batch, self.schema, self.config.length_chunks)
+        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
+        target, history, events = target_and_history(emb, batch, self.pairs)
+        pooled = in_length_groups(self.encode, history, events, self.config.length_chunks, target)
         readout = torch.cat([pooled] + context_vectors(self, batch, self.pairs), dim=-1)
         return {"logits": self.head(readout).squeeze(-1)}

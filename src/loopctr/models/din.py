@@ -26,7 +26,6 @@ class DINConfig(MLPHeadConfig):
     attention_dropout: float = 0.1
     use_softmax: bool = True
     dnn_activation: str = "dice"
-    reference_attention: bool = False  # the plain padded attention (slower; for checking the fast path)
 
 
 @register("din")
@@ -43,9 +42,10 @@ class DIN(CTRModel):
 
     def forward(self, batch):
         emb = self.embedding(batch)
-        target, history, mask = target_and_history(self.schema, emb, batch, self.pairs)
-        attend = self.attention.forward_reference if self.config.reference_attention else self.attention
-        pooled = attend(target, history, mask).split(self.config.embedding_dim, dim=-1)
-        emb.update(zip((s for _, s in self.pairs), pooled))
-        x = torch.cat(pool_sequences(emb, batch), dim=-1)  # sequences without a target (e.g. genres) pooled
+        target, history, events = target_and_history(emb, batch, self.pairs)
+        attended = self.attention(target, events, history).split(self.config.embedding_dim, dim=-1)
+        vectors = dict(zip((s for _, s in self.pairs), attended))  # the attended history replaces its fields
+        rest = {k: v for k, v in emb.items() if k not in vectors}
+        vectors.update(zip(rest, pool_sequences(rest, batch)))  # sequences without a target (e.g. genres) pooled
+        x = torch.cat([vectors[f.name] for f in self.schema.fields], dim=-1)
         return {"logits": self.mlp(x).squeeze(-1)}

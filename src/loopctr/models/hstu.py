@@ -26,7 +26,8 @@ from loopctr.layers.hstu import HSTULayer
 from loopctr.layers.transformer import attention_mask
 from loopctr.models import register
 from loopctr.models.base import CTRModel, SequenceEncoderConfig
-from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
+from loopctr.models.target_sequence import (context_vectors, in_length_groups, max_events, require_pairs,
+                                            target_and_history)
 
 
 @dataclass
@@ -59,11 +60,9 @@ class HSTU(CTRModel):
         n_context = len(schema.fields) - len(self.pairs)
         self.head = self.mlp_head(c.model_dim + d * n_context)
 
-    def encode(self, batch) -> torch.Tensor:
-        """The target token's final output (B, D)."""
-        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
-        target, history, mask = target_and_history(self.schema, emb, batch, self.pairs)
-        x = self.project(torch.cat([history, target.unsqueeze(1)], dim=1))  # (B, L + 1, D), target last
+    def encode(self, history: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """history (b, L, k*d) with its mask, target (b, k*d) -> the target token's final output (b, D)."""
+        x = self.project(torch.cat([history, target.unsqueeze(1)], dim=1))  # (b, L + 1, D), target last
         n = x.shape[1]
         mask = attention_mask(torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1), "causal")
         for layer in self.layers[:-1]:
@@ -71,6 +70,8 @@ class HSTU(CTRModel):
         return self.layers[-1](x, mask[..., n - 1:, :], query=slice(n - 1, n))[:, 0]
 
     def forward(self, batch):
-        out = by_length(self.encode, batch, self.schema, self.config.length_chunks)
+        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
+        target, history, events = target_and_history(emb, batch, self.pairs)
+        out = in_length_groups(self.encode, history, events, self.config.length_chunks, target)
         readout = torch.cat([out] + context_vectors(self, batch, self.pairs), dim=-1)
         return {"logits": self.head(readout).squeeze(-1)}

@@ -53,7 +53,7 @@ from loopctr.layers.hyper_connections import collapse_streams, expand_streams, r
 from loopctr.layers.mlp import MLP
 from loopctr.layers.moe import MoEFFN, loop_encoding
 from loopctr.layers.tokenizer import UnifiedTokenizer
-from loopctr.layers.packed import PackedBatch
+from loopctr.layers.packed import PackedTokens
 from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters
 from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
@@ -119,9 +119,8 @@ class LoopCTRConfig(ModelConfig):
     head_hidden_units: list[int] = field(default_factory=lambda: [256, 128])
     activation: str = "relu"
     head_dropout: float = 0.0
-    pack_tokens: bool = True  # run FFNs/experts on real tokens only (exact; faster with padding)
     # attention over up to this many groups of samples of similar length, each group padded to its own longest
-    # sample (exact; with packing only); 1: one grid padded to the batch's longest sample
+    # sample (exact; every other layer runs on the real tokens alone); 1: one grid padded to the batch's longest
     attention_groups: int = 8
 
     def validate(self):
@@ -192,7 +191,6 @@ class LoopCTR(CTRModel):
         self.final_norm = RMSNorm(d)
         n_read = self.tokenizer.n_readout + int(c.readout_pool)
         self.head = MLP(n_read * d, c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1)
-        self._eval_depths: int | None = None
         self.loop_calls = 0  # passes of the loop block since construction (for cost tests and profiling)
 
     def reset_parameters(self):
@@ -203,16 +201,15 @@ class LoopCTR(CTRModel):
     def trained_depths(self) -> int:
         return self.config.train_loops
 
-    def set_eval_depths(self, depths: int | None) -> None:
-        if depths is not None and depths < 1:
-            raise UserError("eval depths must be >= 1")
-        self._eval_depths = depths
+    def inference_depth(self) -> int:
+        return self.config.infer_loops
 
-    def n_depths(self) -> int:
-        """Loop passes of the next forward: train_loops in training; in eval max(infer_loops, eval depths)."""
-        if self.training:
-            return self.config.train_loops
-        return max(self.config.infer_loops, self._eval_depths or 0)
+    def training_depth(self) -> int:
+        """Passes of the next training forward: train_loops, or a random 1..train_loops (`loop_sampling`)."""
+        c = self.config
+        if c.loop_sampling == "random" and c.train_loops > 1:
+            return int(torch.randint(1, c.train_loops + 1, ()))
+        return c.train_loops
 
     def depth_temperatures(self, depths: list[int]) -> torch.Tensor:
         c = self.config
@@ -229,21 +226,29 @@ class LoopCTR(CTRModel):
         return w / w.sum()
 
     # -- blocks ------------------------------------------------------------------------------------------
-    def _layer(self, layer: TransformerLayer, sites, x, bt: PackedBatch, aux: list, readout_only: bool = False,
+    def _layer(self, layer: TransformerLayer, sites, x, grid: PackedTokens, readout_only: bool = False,
                loop_index: int | None = None):
-        """One layer on the packed state x (rows, [n,] d); `readout_only`: compute the read-out tokens only."""
+        """One layer on the packed state x (R, [n,] d) -> (new state, the FFN's aux loss or None);
+        `readout_only`: the layer computes the read-out tokens only."""
         attn_site, ffn_site = sites
-        x = attn_site(x, lambda h: layer.attention_branch_with(lambda attn, a: bt.attend(attn, a, readout_only), h),
-                      bt.readout_index if readout_only else None)
-        kwargs = {"loop_index": loop_index} if loop_index is not None else {}
+        h, mix = attn_site.read(x)
+        y = layer.dropout(grid.attend(layer.attn, layer.norm_attn(h), readout_only))
+        x = attn_site.write(x, y, mix, grid.readout_index if readout_only else None)
+        h, mix = ffn_site.read(x)
+        y, aux = layer.ffn_branch(h, **({} if loop_index is None else {"loop_index": loop_index}))
+        return ffn_site.write(x, y, mix), aux
 
-        def ffn(h):
-            y, a = layer.ffn_branch(h, None, **kwargs)
+    def _loop_block(self, h, grid: PackedTokens, t: int, cond):
+        """The loop block's layers on the state h at pass t -> (their output, their summed aux loss or None).
+        `cond` (loop embedding, input injection): the layers see h + cond, and it is taken out of their output,
+        so the state carries the layers' updates alone."""
+        x = h if cond is None else h + cond
+        aux = []
+        for layer, sites in zip(self.loop, self.loop_res):
+            x, a = self._layer(layer, sites, x, grid, loop_index=t)
             if a is not None:
                 aux.append(a)
-            return y
-
-        return ffn_site(x, ffn)
+        return x if cond is None else x - cond, (sum(aux) if aux else None)
 
     def _loop_condition(self, t: int, injected: torch.Tensor | None, like: torch.Tensor):
         """What the block sees beside the state at pass t (loop embedding, input injection), or None."""
@@ -254,38 +259,25 @@ class LoopCTR(CTRModel):
             cond = injected if cond is None else injected + cond
         return cond
 
-    def _loop_pass(self, x, bt: PackedBatch, aux: list, t: int, injected=None, trace: dict | None = None):
+    def _loop_pass(self, x, grid: PackedTokens, t: int, injected=None, trace: dict | None = None):
+        """One pass of the loop block over the state x -> (new state, aux loss or None)."""
         self.loop_calls += 1
         cond = self._loop_condition(t, injected, x)
-
-        def block(h):
-            if cond is not None:  # the layers see h + cond; the state keeps only their updates
-                h = h + cond
-            for layer, sites in zip(self.loop, self.loop_res):
-                h = self._layer(layer, sites, h, bt, aux, loop_index=t)
-            return h if cond is None else h - cond
-
-        before = x
         if self.loop_site is not None:  # Hyperloop: streams around the whole block; the branch is its update
-            proposals = []
-
-            def update(h):
-                u = block(h) - h
-                proposals.append(u)
-                return u
-
-            x = self.loop_site(x, update)
-            if trace is not None:
-                trace_pass(trace, before, x, proposals[0], self.loop_site.coefficients(before))
+            h, mix = self.loop_site.read(x)
+            out, aux = self._loop_block(h, grid, t, cond)
+            update = out - h
+            new = self.loop_site.write(x, update, mix)
         else:
-            x = block(x)
-            if trace is not None:
-                trace_pass(trace, before, x, x - before, None)
+            new, aux = self._loop_block(x, grid, t, cond)
+            update, mix = new - x, None
+        if trace is not None:
+            trace_pass(trace, x, new, update, mix)
         if self.loop_norm is not None:
-            x = self.loop_norm(x)
-        return x
+            new = self.loop_norm(new)
+        return new, aux
 
-    def _readout(self, x, bt: PackedBatch, aux: list) -> torch.Tensor:
+    def _readout(self, x, grid: PackedTokens) -> torch.Tensor:
         """Decode layers, read-out tokens (and pooled tokens), head: the logit of one depth."""
         c = self.config
         if self.loop_site is not None:  # streams only around the loop: back to one stream for the decoder
@@ -293,63 +285,61 @@ class LoopCTR(CTRModel):
         read_rows = False
         for i, (layer, sites) in enumerate(zip(self.decode, self.decode_res)):
             read_rows = i == len(self.decode) - 1 and not c.readout_pool
-            x = self._layer(layer, sites, x, bt, aux, readout_only=read_rows)
+            x, _ = self._layer(layer, sites, x, grid, readout_only=read_rows)
         if self.streams_in_layers:
             x = collapse_streams(x, c.hc_mode)
         x = self.final_norm(x)
-        b = bt.shape[0]
-        read = x if read_rows else x.index_select(0, bt.readout_index)
-        parts = [read.reshape(b, -1)]
+        read = x if read_rows else x.index_select(0, grid.readout_index)
+        parts = [read.reshape(grid.rows, -1)]
         if c.readout_pool:
-            parts.append(bt.pool(x))
+            parts.append(grid.pool(x))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
     # -- forward -----------------------------------------------------------------------------------------
     def skips_parameters(self) -> bool:
         return self.config.n_experts > 1
 
-    def training_depth(self) -> int:
-        """Passes of the next training forward: train_loops, or a random 1..train_loops (`loop_sampling`)."""
+    def forward(self, batch, depths: list[int] | None = None, diagnostics: bool = False):
+        """Training: the supervised depths (1..train_loops, or a random 1..n with `loop_sampling`; only the last
+        with final-only supervision). Inference: `depths` (default [infer_loops]) runs max(depths) passes of the
+        loop block and reads out exactly those depths, so its cost grows with the deepest one alone; `logits` is
+        the last of them. `diagnostics`: also return per-pass sums of the loop state and its updates and the
+        hyper-connection coefficients (`loop_trace`, see `trace_pass`)."""
         c = self.config
-        if c.loop_sampling == "random" and c.train_loops > 1:
-            return int(torch.randint(1, c.train_loops + 1, ()))
-        return c.train_loops
-
-    def forward(self, batch, depth: int | None = None, diagnostics: bool = False):
-        """`depth` (eval only): run exactly that many loop passes and read out only the last one; this is the
-        per-request depth knob of serving, whose cost grows with the depth alone. `diagnostics`: also return
-        per-pass sums of squares of the loop state and its updates, and the hyper-connection coefficients
-        (`loop_trace`, see `trace_pass`)."""
-        c = self.config
-        if depth is not None and (self.training or depth < 1):
-            raise UserError("forward(depth=...) is for inference, with depth >= 1")
+        if self.training:
+            if depths is not None:
+                raise UserError("forward(depths=...) is for inference; training runs the supervised depths")
+            n = self.training_depth()
+            read = range(1, n + 1) if c.supervision != "final" else [n]
+        else:
+            read = sorted(set(depths)) if depths is not None else [c.infer_loops]
+            if not read or read[0] < 1:
+                raise UserError(f"depths must be >= 1, got {depths}")
+            n = read[-1]
         tok = self.tokenizer(batch, self.embedding(batch))
-        bt = PackedBatch(tok, c.attention_mask, c.pack_tokens, c.attention_groups)
-        aux: list[torch.Tensor] = []
-        x = bt.pack(tok.tokens)
+        grid = PackedTokens(tok.layout, tok.n_fixed, tok.n_readout, c.attention_mask, c.attention_groups)
+        x = tok.x
         if self.streams_in_layers:
             x = expand_streams(x, c.hc_mode, c.n_streams)
         for layer, sites in zip(self.encode, self.encode_res):
-            x = self._layer(layer, sites, x, bt, aux)
+            x, _ = self._layer(layer, sites, x, grid)
         injected = x if c.input_injection else None
         if self.loop_site is not None:
             x = expand_streams(x, c.hc_mode, c.n_streams)
-        n = depth or (self.training_depth() if self.training else self.n_depths())
-        decode_all = depth is None and not (self.training and c.supervision == "final")
         trace = {} if diagnostics else None
-        depths, logits = [], []
+        logits, aux = [], []
         for t in range(1, n + 1):
-            x = self._loop_pass(x, bt, aux, t, injected, trace)
-            if decode_all or t == n:
-                depths.append(t)
-                logits.append(self._readout(x, bt, aux))
+            x, a = self._loop_pass(x, grid, t, injected, trace)
+            if a is not None:
+                aux.append(a)
+            if t in read:
+                logits.append(self._readout(x, grid))
         by_depth = torch.stack(logits)
         if c.depth_temperature != 1.0:
-            by_depth = by_depth / self.depth_temperatures(depths).to(by_depth).unsqueeze(-1)
-        infer = depths.index(n if self.training or depth else c.infer_loops)
-        out = {"logits": by_depth[infer], "logits_by_depth": by_depth}
-        if aux and c.n_experts > 1 and c.moe_aux_weight > 0:
-            out["aux_loss"] = c.moe_aux_weight * torch.stack(aux).mean()
+            by_depth = by_depth / self.depth_temperatures(list(read)).to(by_depth).unsqueeze(-1)
+        out = {"logits": by_depth[-1], "logits_by_depth": by_depth}
+        if aux and c.n_experts > 1 and c.moe_aux_weight > 0:  # mean over passes and loop layers
+            out["aux_loss"] = c.moe_aux_weight * torch.stack(aux).mean() / len(self.loop)
         if trace is not None:
             out["loop_trace"] = {k: torch.stack(v) for k, v in trace.items()}
         return out

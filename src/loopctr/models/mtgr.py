@@ -27,31 +27,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from loopctr.errors import UserError
 from loopctr.layers.hstu import HSTULayer
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.layers.transformer import attention_mask
 from loopctr.models import register
-from loopctr.models.base import CTRModel, SequenceEncoderConfig
-from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
+from loopctr.models.base import CTRModel
+from loopctr.models.hstu import HSTUConfig
+from loopctr.models.target_sequence import (context_vectors, in_length_groups, max_events, require_pairs,
+                                            target_and_history)
 
 EVENT, PROFILE, CANDIDATE = 0, 1, 2
 
 
 @dataclass
-class MTGRConfig(SequenceEncoderConfig):
-    model_dim: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    qk_dim: int = 32
-    v_dim: int = 32
-    dropout: float = 0.1
-    sequence_causal: bool = False
-
-    def validate(self):
-        super().validate()
-        if min(self.model_dim, self.num_layers, self.num_heads, self.qk_dim, self.v_dim) < 1:
-            raise UserError("model.model_dim, num_layers, num_heads, qk_dim and v_dim must be >= 1")
+class MTGRConfig(HSTUConfig):
+    sequence_causal: bool = False  # events causal among themselves (MTGR's real-time sequence)
 
 
 @register("mtgr")
@@ -87,10 +77,8 @@ class MTGR(CTRModel):
             allowed = allowed & ~later
         return allowed, types
 
-    def encode(self, batch) -> torch.Tensor:
-        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
-        _, history, event_mask = target_and_history(self.schema, emb, batch, self.pairs)
-        context = batch["_context"]  # (B, n_context, d), gathered with the batch's rows
+    def encode(self, history: torch.Tensor, event_mask: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """history (b, L, k*d) with its mask, context (b, n_context, d) -> the candidate's final output (b, D)."""
         tokens = [self.event_proj(history)]
         if self.profile_proj is not None:
             tokens.append(self.profile_proj(context[:, self.profile_index]))
@@ -103,6 +91,8 @@ class MTGR(CTRModel):
         return self.layers[-1](x, mask[..., n - 1:, :], groups=types, query=slice(n - 1, n))[:, 0]
 
     def forward(self, batch):
+        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
+        _, history, events = target_and_history(emb, batch, self.pairs)
         context = torch.stack(context_vectors(self, batch, self.pairs), dim=1)
-        out = by_length(self.encode, {**batch, "_context": context}, self.schema, self.config.length_chunks)
+        out = in_length_groups(self.encode, history, events, self.config.length_chunks, context)
         return {"logits": self.head(out).squeeze(-1)}

@@ -2,9 +2,10 @@
 non-sequential (NS) tokens together. No official code; this follows the paper's description [S: reviews
 cited in the reference notes, section 2.7].
 
-- Unified tokenizer: every event's sequence fields (e.g. item + category history) are concatenated and
-  projected by one shared Linear to an S-token; the NS features (every categorical/numeric field) are
-  concatenated and mapped by one Linear to `ns_tokens` NS-tokens ("auto-split").
+- Unified tokenizer: every event's sequence fields (e.g. item + category history: the schema's first sequence
+  group) are concatenated and projected by one shared Linear to an S-token; the NS features (every
+  categorical/numeric field, and other sequence fields such as genres, mean-pooled) are concatenated and
+  mapped by one Linear to `ns_tokens` NS-tokens ("auto-split").
 - Tokens are [S-tokens (oldest to newest) | NS-tokens]; a causal mask lets each NS-token see the whole
   history and the NS-tokens before it; padding is never attended.
 - Each block is pre-norm (RMSNorm): mixed causal attention, then a mixed FFN (SwiGLU). "Mixed": all
@@ -30,10 +31,10 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.tokenwise import TokenwiseLinear
-from loopctr.layers.transformer import RMSNorm, SwiGLU, apply_packed, attention_mask
+from loopctr.layers.transformer import RMSNorm, SwiGLU, attention_mask
 from loopctr.models import register
 from loopctr.models.base import CTRModel, SequenceEncoderConfig
-from loopctr.models.target_sequence import by_length, max_events, right_align
+from loopctr.models.target_sequence import in_length_groups, max_events
 
 
 @dataclass
@@ -97,7 +98,7 @@ class OneTransBlock(nn.Module):
         ns = h[:, keep:]
         gate, up = self.ffn_ns_in(ns).chunk(2, dim=-1)
         ffn_ns = self.ffn_ns_out(F.silu(gate) * up)
-        ffn_s = apply_packed(self.ffn_s, h[:, :keep], token_mask[:, :keep])
+        ffn_s = self.ffn_s(h[:, :keep])
         return x + self.dropout(torch.cat([ffn_s, ffn_ns], dim=1)), token_mask
 
 
@@ -108,8 +109,9 @@ class OneTrans(CTRModel):
     def __init__(self, schema, vocab_sizes, config: OneTransConfig):
         super().__init__(schema, vocab_sizes, config)
         c, d = config, config.embedding_dim
-        self.sequences = [f.name for f in schema.of_type("sequence")]
-        self.non_sequence = [f.name for f in schema.fields if f.type != "sequence"]
+        groups = schema.sequence_groups()
+        self.sequences = groups[0] if groups else []  # the S-tokens' events
+        self.non_sequence = [f.name for f in schema.fields if f.name not in self.sequences]
         if not self.non_sequence:
             raise UserError(f"OneTrans needs at least one non-sequence field; dataset '{schema.name}' has none")
         self.s_tokenizer = nn.Linear(d * len(self.sequences), c.model_dim) if self.sequences else None
@@ -126,25 +128,26 @@ class OneTrans(CTRModel):
             return [n_s] * (layers - 1) + [0]
         return [min(n_s, self.max_events // 2 ** (i + 1)) for i in range(layers - 1)] + [0]
 
-    def encode(self, batch) -> torch.Tensor:
-        c = self.config
-        emb = self.embedding(batch)
-        first = batch[self.non_sequence[0]]
-        ns = self.ns_tokenizer(torch.cat([emb[f] for f in self.non_sequence], dim=-1))
-        tokens = [ns.view(first.shape[0], c.ns_tokens, c.model_dim)]
-        token_mask = torch.ones(first.shape[0], c.ns_tokens, dtype=torch.bool, device=first.device)
-        if self.s_tokenizer is not None:
-            events = torch.cat([emb[f] for f in self.sequences], dim=-1)
-            mask = torch.stack([batch[f] != 0 for f in self.sequences]).any(0)
-            if self.schema.field(self.sequences[0]).padding == "post":
-                events, mask = right_align(events, mask)
-            tokens.insert(0, self.s_tokenizer(events))
+    def encode(self, events: torch.Tensor | None, mask: torch.Tensor | None, ns: torch.Tensor) -> torch.Tensor:
+        """S-tokens (b, L, d_model) with their mask (or None: no sequence) and NS-tokens (b, T, d_model) -> the
+        final NS-tokens, normalised and flattened (b, T * d_model)."""
+        token_mask = ns.new_ones(ns.shape[:2], dtype=torch.bool)
+        x = ns
+        if events is not None:
+            x = torch.cat([events, ns], dim=1)
             token_mask = torch.cat([mask, token_mask], dim=1)
-        x = torch.cat(tokens, dim=1)
-        for block, keep in zip(self.blocks, self.schedule(x.shape[1] - c.ns_tokens)):
+        for block, keep in zip(self.blocks, self.schedule(x.shape[1] - self.config.ns_tokens)):
             x, token_mask = block(x, token_mask, keep)
         return self.norm(x).flatten(1)
 
     def forward(self, batch):
-        out = by_length(self.encode, batch, self.schema, self.config.length_chunks)
+        c = self.config
+        ns = self.ns_tokenizer(torch.cat(self.embedding.pooled(batch, self.non_sequence), dim=-1))
+        ns = ns.view(batch.size, c.ns_tokens, c.model_dim)
+        if self.s_tokenizer is None:
+            out = self.encode(None, None, ns)
+        else:
+            emb = self.embedding(batch, self.sequences)
+            s_tokens = self.s_tokenizer(torch.cat([emb[f] for f in self.sequences], dim=-1))  # (T, d_model)
+            out = in_length_groups(self.encode, batch.jagged(self.sequences[0]), s_tokens, c.length_chunks, ns)
         return {"logits": self.head(out).squeeze(-1)}

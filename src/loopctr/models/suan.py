@@ -17,8 +17,8 @@ width and sequence length). Head: the candidate's final output with the flattene
 DNN [1024, 512, 256] with Dice -> logit. Defaults follow the released configs (2 blocks, 2 heads, dropout 0).
 Inferred [I]: "profile" is every field outside the paired sequences (a schema does not say which fields
 describe the user; this includes the target fields), the time-difference bias and time embedding are left
-out (no timestamps here), the gate's mean runs over real tokens only, the position table is initialised
-N(0, 0.02), and the SwiGLU runs on real tokens only (exact). Needs a sequence field paired with a target field.
+out (no timestamps here), the gate's mean runs over real tokens only and the position table is initialised
+N(0, 0.02). Needs a sequence field paired with a target field.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.embedding import masked_mean
 from loopctr.layers.hstu import RelativePositionBias
-from loopctr.layers.transformer import MultiHeadAttention, RMSNorm, SwiGLU, apply_packed, attention_mask
+from loopctr.layers.transformer import MultiHeadAttention, RMSNorm, SwiGLU, attention_mask
 from loopctr.models import register
 from loopctr.models.base import CTRModel, SequenceEncoderConfig
-from loopctr.models.target_sequence import by_length, context_vectors, max_events, require_pairs, target_and_history
+from loopctr.models.target_sequence import (context_vectors, in_length_groups, max_events, require_pairs,
+                                            target_and_history)
 
 
 @dataclass
@@ -90,7 +91,7 @@ class UnifiedAttentionBlock(nn.Module):
         s = self.excite(self.squeeze(masked_mean(x + c, token_mask)))  # (B, 2W)
         w = s.view(s.shape[0], 2, -1).softmax(dim=1).unsqueeze(2)  # (B, 2, 1, W)
         x = self.norm3(x + self.dropout(w[:, 0] * x + w[:, 1] * c))
-        return x + self.dropout(apply_packed(self.ffn, x, token_mask))
+        return x + self.dropout(self.ffn(x))
 
 
 @register("suan")
@@ -112,21 +113,22 @@ class SUAN(CTRModel):
         n_profile = len(schema.fields) - len(self.pairs)
         self.head = self.mlp_head(self.dim + d * n_profile)
 
-    def encode(self, batch) -> torch.Tensor:
-        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
-        target, history, mask = target_and_history(self.schema, emb, batch, self.pairs)
+    def encode(self, history: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
+               profile: torch.Tensor) -> torch.Tensor:
+        """history (b, L, W) with its mask, target (b, W), profile (b, P, d) -> the candidate's output (b, W)."""
         x = torch.cat([history, self.candidate(target).unsqueeze(1)], dim=1)
         b, n, _ = x.shape
         x = x + self.position[-n:]
         token_mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-        allowed = attention_mask(token_mask, "causal")  # (B, 1, N, N)
+        allowed = attention_mask(token_mask, "causal")  # (b, 1, N, N)
         bias_mask = self.rab(n).masked_fill(~allowed, float("-inf"))
-        profile = batch["_profile"]
         for block in self.blocks:
             x = block(x, bias_mask, token_mask, profile)
         return x[:, -1]
 
     def forward(self, batch):
+        emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])
+        target, history, events = target_and_history(emb, batch, self.pairs)
         profile = torch.stack(context_vectors(self, batch, self.pairs), dim=1)  # (B, P, d)
-        out = by_length(self.encode, {**batch, "_profile": profile}, self.schema, self.config.length_chunks)
+        out = in_length_groups(self.encode, history, events, self.config.length_chunks, target, profile)
         return {"logits": self.head(torch.cat([out, profile.flatten(1)], dim=-1)).squeeze(-1)}

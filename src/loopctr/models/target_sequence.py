@@ -1,18 +1,17 @@
-"""Helpers shared by the models that read behaviour sequences (BST, HSTU, MTGR, SUAN; OneTrans uses `by_length`).
+"""Pieces shared by the models that read a behaviour history (DIN, BST, HSTU, MTGR, SUAN).
 
 The (target, sequence) pairs come from `schema.sequence_targets()` (fields sharing a vocabulary, e.g.
-(item_id, item_history), (cate_id, cate_history)). An event token is the concatenation of the paired
-sequence fields' embeddings at that position; the target token the concatenation of the target fields'
-embeddings, so both live in the same space (as in FuxiCTR's BST and DIN).
+(item_id, item_history), (cate_id, cate_history)); the paired sequences are one sequence group, one Jagged of
+the batch. An event is the concatenation of the paired sequence fields' embeddings, the target the
+concatenation of the target fields' embeddings, so both live in the same space (as in FuxiCTR's BST and DIN).
 """
 
 from __future__ import annotations
 
 import torch
 
+from loopctr.data.batch import MIN_GROUP_ROWS, Batch, Jagged, length_groups
 from loopctr.errors import UserError
-
-MIN_CHUNK_ROWS = 32
 
 
 def require_pairs(schema, model_name: str) -> list[tuple[str, str]]:
@@ -23,30 +22,14 @@ def require_pairs(schema, model_name: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def target_and_history(schema, emb: dict, batch: dict, pairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """target (B, k*d), history (B, L, k*d) and its mask (B, L) (an event is real where any paired field is).
-
-    The history is always returned padded on the left (newest event last), whatever the fields' padding side.
-    """
+def target_and_history(emb: dict, batch: Batch, pairs) -> tuple[torch.Tensor, Jagged, torch.Tensor]:
+    """target (B, k*d), the history's Jagged and its events (T, k*d)."""
     target = torch.cat([emb[t] for t, _ in pairs], dim=-1)
-    history = torch.cat([emb[s] for _, s in pairs], dim=-1)
-    mask = batch[pairs[0][1]] != 0
-    for _, s in pairs[1:]:
-        mask = mask | (batch[s] != 0)
-    if schema.field(pairs[0][1]).padding == "post":
-        history, mask = right_align(history, mask)
-    return target, history, mask
+    events = torch.cat([emb[s] for _, s in pairs], dim=-1)
+    return target, batch.jagged(pairs[0][1]), events
 
 
-def right_align(history: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Move each row's events (padded on the right) to the right end, newest event last."""
-    length = history.shape[1]
-    shift = length - mask.sum(1, keepdim=True)
-    index = (torch.arange(length, device=mask.device)[None, :] - shift) % length
-    return history.gather(1, index.unsqueeze(-1).expand_as(history)), mask.gather(1, index)
-
-
-def context_vectors(model, batch: dict, pairs) -> list[torch.Tensor]:
+def context_vectors(model, batch: Batch, pairs) -> list[torch.Tensor]:
     """(B, d) vectors of every field outside the paired sequences: categorical and numeric fields as embedded,
     sequence fields without a target mean-pooled. The read-out heads concatenate them with the model output."""
     paired = {s for _, s in pairs}
@@ -55,36 +38,22 @@ def context_vectors(model, batch: dict, pairs) -> list[torch.Tensor]:
 
 
 def max_events(schema) -> int:
-    """The widest a batch's sequences can be (the loader pads every sequence field to the batch's longest row)."""
+    """The longest a row's history can be (the prepared max_len of its sequence fields)."""
     return max((f.max_len for f in schema.of_type("sequence")), default=0)
 
 
-def by_length(fn, batch: dict, schema, chunks: int):
-    """fn(sub_batch) -> (rows, ...) computed on `chunks` groups of rows of similar sequence length, each group's
-    sequence fields cut to its longest row; the outputs are put back in the batch's row order.
-
-    Public histories are mostly far shorter than the longest one in a batch, so this saves most of the work on
-    padding. It is exact whenever `fn` ignores padded events and counts positions from the newest event
-    (relative biases, right-aligned position tables), as the sequence models here do.
-    """
-    sequences = schema.of_type("sequence")
-    if not sequences:
-        return fn(batch)
-    chunks = min(chunks, batch[sequences[0].name].shape[0] // MIN_CHUNK_ROWS)  # tiny groups cost more than they save
-    if chunks <= 1:
-        return fn(batch)
-    n = batch[sequences[0].name].shape[1]
-    padding = {f.name: f.padding for f in sequences}
-    lengths = torch.stack([batch[f.name] != 0 for f in sequences]).any(0).sum(1)
-    order = lengths.argsort()
+def in_length_groups(encode, history: Jagged, events: torch.Tensor, groups: int, *per_row: torch.Tensor):
+    """encode(padded history (b, w, D), mask (b, w), *per_row's rows) -> (b, ...), computed on up to `groups`
+    groups of rows of similar length, each padded to its own longest row (newest event last); the outputs in
+    the batch's row order. Public histories are mostly far shorter than a batch's longest, so this saves most
+    of the work on padding; it is exact whenever `encode` ignores padded events and counts positions from the
+    newest event (relative biases, right-aligned position tables), as the sequence models here do."""
+    split = length_groups(history.lengths, groups, MIN_GROUP_ROWS)
+    if len(split) == 1:
+        return encode(history.to_dense(events), history.mask(), *per_row)
     outs = []
-    for rows in order.chunk(chunks):
-        width = max(int(lengths[rows].max()), 1)
-        sub = {}
-        for key, value in batch.items():
-            value = value[rows]
-            if key in padding:  # a sequence field: keep the columns that hold events
-                value = value[:, n - width:] if padding[key] == "pre" else value[:, :width]
-            sub[key] = value
-        outs.append(fn(sub))
-    return torch.cat(outs).index_select(0, order.argsort())
+    for rows in split:
+        sub, index = history.select(rows)
+        outs.append(encode(sub.to_dense(events.index_select(0, index)), sub.mask(),
+                           *[t.index_select(0, rows) for t in per_row]))
+    return torch.cat(outs).index_select(0, torch.argsort(torch.cat(split)))

@@ -1,8 +1,8 @@
 """`loopctr export`: a self-contained artifact of a run's best weights, with the schema and vocabularies.
 
 TorchScript (traced) or ONNX (optional extra: `pip install -e .[onnx]`). The exported program takes the
-batch dict the loader produces (field -> int32 ids / padded int32 sequences / float32 numerics) and
-returns click probabilities; for a LoopCTR model it is traced at one loop depth (`--depth`). Traced
+padded batch layout (field -> int32 ids / int32 sequences padded on their schema side / float32 numerics)
+and returns click probabilities; for a LoopCTR model it is traced at one loop depth (`--depth`). Traced
 mixture-of-experts layers run every expert on every token with the same sparse gates (identical results;
 sparse dispatch has data-dependent shapes that a trace cannot keep).
 """
@@ -17,26 +17,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopctr.data.prepare import GROUP, LABEL
+from loopctr.data.batch import Batch
 from loopctr.errors import UserError
-from loopctr.serve.predictor import Predictor
+from loopctr.serve.predictor import Predictor, program_inputs
 
 
 class Scorer(nn.Module):
-    """The model as a function batch -> probabilities, at a fixed depth."""
+    """The model as a function of the padded inputs (`predictor.program_inputs`) -> probabilities, at a fixed
+    depth; the jagged batch is built inside, so the program's inputs are plain tensors."""
 
     def __init__(self, model: nn.Module, depth: int | None):
         super().__init__()
         self.model = model
         self.depth = depth
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(batch) if self.depth is None else self.model(batch, depth=self.depth)
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch = Batch.from_padded(inputs, self.model.schema)
+        out = self.model(batch) if self.depth is None else self.model(batch, depths=[self.depth])
         return torch.sigmoid(out["logits"])
 
 
 def example_batch(predictor: Predictor, rows: int = 8) -> dict[str, torch.Tensor]:
-    """A batch of rows from the vocabularies (ids 2.., sequences of varied lengths) for tracing and parity."""
+    """Program inputs of rows from the vocabularies (ids 2.., sequences of varied lengths) for tracing and
+    parity."""
     rng = np.random.default_rng(0)
     columns = {}
     for f in predictor.schema.fields:
@@ -49,8 +52,7 @@ def example_batch(predictor: Predictor, rows: int = 8) -> dict[str, torch.Tensor
             columns[f.name] = [pick() for _ in range(rows)]
         else:
             columns[f.name] = [[pick() for _ in range(1 + i % f.max_len)] for i in range(rows)]
-    batch = predictor.encode(columns)
-    return {k: v for k, v in batch.items() if k not in (LABEL, GROUP)}
+    return program_inputs(predictor.encode(columns), predictor.schema)
 
 
 def export(run_dir, fmt: str = "torchscript", depth: int | None = None, out=None) -> Path:

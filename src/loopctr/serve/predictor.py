@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from loopctr.data.batch import Batch, gather_jagged, length_groups
 from loopctr.data.dataset import ArraySplit, pretrained_dims
 from loopctr.data.loader import BatchLoader, sequence_limit
 from loopctr.data.prepare import LABEL, TokenIndex, encode_features, normalize_numeric
@@ -77,11 +78,17 @@ class ExportedProgram:
         else:
             raise UserError(f"{export_dir}/export.json: unknown format '{self.format}'")
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, batch: Batch, schema) -> torch.Tensor:
+        padded = program_inputs(batch, schema)  # the programs' wire format: the padded dict layout
         if self.format == "torchscript":
-            return self.program({k: v for k, v in batch.items() if not k.startswith("_")})
-        (probs,) = self.program.run(None, {name: batch[name].numpy() for name in self.inputs})
+            return self.program(padded)
+        (probs,) = self.program.run(None, {name: padded[name].numpy() for name in self.inputs})
         return torch.from_numpy(probs)
+
+
+def program_inputs(batch: Batch, schema) -> dict[str, torch.Tensor]:
+    """An exported program's inputs: the batch's features, sequences padded on their schema side."""
+    return {k: v for k, v in batch.to_padded(schema).items() if not k.startswith("_")}
 
 
 def load_export(export_dir):
@@ -95,8 +102,8 @@ def load_export(export_dir):
 
 class Predictor:
     """Validates, encodes and scores raw rows. Requests of more than `chunk_rows` rows are scored in chunks of
-    rows of similar sequence length (sorted by length, each chunk padded to its own longest row): in a large
-    batch of mixed lengths most of the padded positions are padding, which attention pays for quadratically
+    rows of similar sequence length (`data.batch.length_groups`): models that pad a batch's histories to its
+    longest row, above all in attention, which pays for padding quadratically, do less work on padding
     (BENCHMARKS.md, "Serving"). The predictions are the same; 0 scores every request in one batch."""
 
     CHUNK_ROWS = 128  # rows per chunk by default (ServeConfig and `loopctr serve --chunk-rows` take it too)
@@ -194,64 +201,60 @@ class Predictor:
         encoded[LABEL] = np.zeros(n, dtype=np.float32)  # the loader's batches carry a label; requests have none
         return BatchLoader(ArraySplit(encoded, self.schema), n, self.run.data)
 
-    def encode(self, columns: dict[str, list]) -> dict[str, torch.Tensor]:
+    def encode(self, columns: dict[str, list]) -> Batch:
         """The columns as one model batch."""
         loader = self.loader(columns)
         return loader.gather(np.arange(loader.split.rows))
 
     SMALL_ROWS = 8  # requests of at most this many rows are encoded by `encode_small`
 
-    def encode_small(self, columns: dict[str, list]) -> dict[str, torch.Tensor]:
+    def encode_small(self, columns: dict[str, list]) -> Batch:
         """What `encode` returns, built in plain Python for a few rows: pyarrow's per-call costs are most of the
         encoding time of a small request (0.2 ms for one row). The same vocabularies (unseen ids -> OOV), newest
-        events kept, padding side and numeric normalisation; a test holds the two paths equal."""
+        events kept and numeric normalisation, and the loader's own assembly of the sequence groups; a test
+        holds the two paths equal."""
         n = len(next(iter(columns.values())))
-        batch = {LABEL: torch.zeros(n)}
+        features = {}
         limit = sequence_limit(self.schema, self.run.data)
-        sequences = {}
+        events = {}
         for f in self.schema.fields:
             values = columns[f.name]
             if f.type == "numeric":
                 x = normalize_numeric(np.array(values, dtype=np.float64), f.normalize,
                                       self.meta.get("numeric_stats", {}).get(f.name))
-                batch[f.name] = torch.from_numpy(x.astype(np.float32))
+                features[f.name] = torch.from_numpy(x.astype(np.float32))
                 continue
             ids = self.vocabs[f.vocab].ids
             if f.type == "categorical":
-                batch[f.name] = torch.tensor([ids.get(v, 1) for v in values], dtype=torch.int32)
+                features[f.name] = torch.tensor([ids.get(v, 1) for v in values], dtype=torch.int32)
             else:
                 keep = min(f.max_len, limit)
-                sequences[f] = [[ids.get(t, 1) for t in tokens[max(len(tokens) - keep, 0):]] for tokens in values]
-        width = max([1] + [len(events) for rows in sequences.values() for events in rows])
-        for f, rows in sequences.items():
-            padded = np.zeros((n, width), dtype=np.int32)
-            for i, events in enumerate(rows):
-                if events:
-                    start = width - len(events) if f.padding == "pre" else 0
-                    padded[i, start:start + len(events)] = events
-            batch[f.name] = torch.from_numpy(padded)
-        return batch
+                events[f.name] = [[ids.get(t, 1) for t in tokens[max(len(tokens) - keep, 0):]] for tokens in values]
+        sequences = []
+        for names in self.schema.sequence_groups():
+            counts = {name: np.array([len(row) for row in events[name]], dtype=np.int64) for name in names}
+            flat = {name: np.array([i for row in events[name] for i in row], dtype=np.int32) for name in names}
+            starts = {name: np.cumsum(counts[name]) - counts[name] for name in names}
+            sequences.append(gather_jagged(flat, starts, counts))
+        return Batch(torch.zeros(n), features, sequences)
 
-    def _score(self, batch: dict[str, torch.Tensor], depth: int | None) -> np.ndarray:
+    def _score(self, batch: Batch, depth: int | None) -> np.ndarray:
         if self.program is not None:
-            return self.program(batch).float().numpy()
-        out = self.model(batch) if depth is None else self.model(batch, depth=depth)
+            return self.program(batch, self.schema).float().numpy()
+        out = self.model(batch) if depth is None else self.model(batch, depths=[depth])
         return torch.sigmoid(out["logits"].float()).numpy()
 
     @torch.inference_mode()  # cheaper per operator than no_grad: no version counters or view tracking
     def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
         self.check_depth(depth)
-        if len(next(iter(columns.values()))) <= self.SMALL_ROWS:
-            return self._score(self.encode_small(columns), depth)
-        loader = self.loader(columns)
-        n = loader.split.rows
-        if not self.chunk_rows or n <= self.chunk_rows or not loader.sequences:
-            return self._score(loader.gather(np.arange(n)), depth)
-        order = np.argsort(loader.lengths(), kind="stable")
+        n = len(next(iter(columns.values())))
+        batch = self.encode_small(columns) if n <= self.SMALL_ROWS else self.encode(columns)
+        if not self.chunk_rows or n <= self.chunk_rows or not batch.sequences:
+            return self._score(batch, depth)
+        lengths = torch.stack([jag.lengths for jag in batch.sequences]).max(0).values
         out = np.empty(n, dtype=np.float32)
-        for start in range(0, n, self.chunk_rows):
-            rows = order[start:start + self.chunk_rows]
-            out[rows] = self._score(loader.gather(rows), depth)
+        for rows in length_groups(lengths, -(-n // self.chunk_rows)):
+            out[rows.numpy()] = self._score(batch.select(rows), depth)
         return out
 
     def predict(self, rows, depth: int | None = None) -> list[float]:

@@ -11,7 +11,6 @@ import torch
 from loopctr import metrics as M
 from loopctr.atomic import atomic_write_text
 from loopctr.data.loader import BatchLoader
-from loopctr.data.prepare import GROUP, LABEL
 from loopctr.train.distributed import DistEnv, gather_arrays
 
 
@@ -21,34 +20,29 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 @torch.no_grad()
-def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off",
+def predict(model, loader: BatchLoader, env: DistEnv, amp: str = "off", depths: list[int] | None = None,
             diagnostics: bool = False) -> tuple[dict[str, np.ndarray] | None, float]:
     """Probabilities for this split (gathered on rank 0) and the samples/s of this rank's forward passes.
-    `diagnostics` (a looped model, one process): also `loop_trace`, the model's per-pass sums over the split."""
+    A looped model: `depths` gives `preds_by_depth` for those depths (`preds` is the last); `diagnostics` (one
+    process) also `loop_trace`, the model's per-pass sums over the split."""
     model.eval()
     preds, by_depth, labels, groups = [], [], [], []
     trace: dict[str, torch.Tensor] = {}
-    kwargs = {"diagnostics": True} if diagnostics else {}
+    kwargs = {**({"depths": depths} if depths is not None else {}), **({"diagnostics": True} if diagnostics else {})}
     seen, start = 0, time.perf_counter()
     for batch in loader.batches():
-        labels.append(batch[LABEL].numpy())
-        if GROUP in batch:
-            groups.append(batch[GROUP].numpy())
+        labels.append(batch.label.numpy())
+        if batch.group is not None:
+            groups.append(batch.group.numpy())
         with autocast(env.device, amp):
-            out = model(to_device(batch, env.device), **kwargs)
+            out = model(batch.to(env.device), **kwargs)
         preds.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
         if "logits_by_depth" in out:
             by_depth.append(torch.sigmoid(out["logits_by_depth"].float()).cpu().numpy())
         for key, value in out.get("loop_trace", {}).items():
             trace[key] = trace[key] + value if key in trace else value
-        seen += batch[LABEL].shape[0]
+        seen += batch.size
     seconds = time.perf_counter() - start
     arrays = {"preds": _cat(preds), "labels": _cat(labels)}
     if groups:
@@ -146,12 +140,14 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
     data = PreparedDataset(data_dir or saved_data or "")
     model, state = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint, data.pretrained_dims)
     depth_list = resolve_depths(depths, model.trained_depths())
-    if depth_list is not None:
-        model.set_eval_depths(depth_list[-1])
     loader = BatchLoader(data.split(split), batch_size or run.train.eval_batch_size, run.data, with_groups=True)
-    arrays, speed = predict(model, loader, DistEnv(), diagnostics=depth_list is not None)
-    if depth_list is not None:
-        arrays["preds_by_depth"] = arrays["preds_by_depth"][[d - 1 for d in depth_list]]
+    if depth_list is None:
+        arrays, speed = predict(model, loader, DistEnv())
+    else:  # the listed depths, and the inference depth for the top-level metrics
+        asked = sorted(set(depth_list) | {model.inference_depth()})
+        arrays, speed = predict(model, loader, DistEnv(), depths=asked, diagnostics=True)
+        arrays["preds"] = arrays["preds_by_depth"][asked.index(model.inference_depth())]
+        arrays["preds_by_depth"] = arrays["preds_by_depth"][[asked.index(d) for d in depth_list]]
     report = {"split": split, "rows": int(arrays["labels"].shape[0]), **split_metrics(arrays, depth_list),
               "eval_samples_per_s": speed, "epoch": state.get("epoch")}
     if depth_list is not None:

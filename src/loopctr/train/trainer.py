@@ -23,13 +23,12 @@ from loopctr.atomic import atomic_write_text
 from loopctr.config import apply_overrides, flatten
 from loopctr.data.dataset import PreparedDataset
 from loopctr.data.loader import BatchLoader, sample_rows
-from loopctr.data.prepare import LABEL
 from loopctr.errors import UserError
 from loopctr.models import build_model
 from loopctr.train import checkpoint as ckpt
 from loopctr.train import distributed
 from loopctr.train.config import RunConfig, build_run_config, load_run_config, monitor_terms
-from loopctr.train.evaluate import autocast, predict, split_metrics, to_device
+from loopctr.train.evaluate import autocast, predict, split_metrics
 
 
 @dataclass
@@ -222,10 +221,10 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------
     def train_step(self, batch) -> torch.Tensor:
-        batch = to_device(batch, self.env.device)
+        batch = batch.to(self.env.device)
         with autocast(self.env.device, self.cfg.amp):
             outputs = self.step_model(batch)
-            loss, _ = self.model.loss(outputs, batch[LABEL])
+            loss, _ = self.model.loss(outputs, batch.label)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -255,7 +254,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss = self.train_step(batch)
-            n = batch[LABEL].shape[0] * self.env.world_size
+            n = batch.size * self.env.world_size
             st.step += 1
             st.batch_in_epoch += 1
             st.samples += n

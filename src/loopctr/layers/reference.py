@@ -1,0 +1,60 @@
+"""Plain PyTorch references of the fast ops (as HSTU's `ops/pytorch/`): padded, unfused, written as the papers
+write them. Nothing in production calls them; the tests hold every fast op equal to its reference, values and
+gradients, on random shapes (tests/test_reference_ops.py and the layer tests)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from loopctr.layers.attention import DINAttention
+from loopctr.layers.hyper_connections import HyperConnection, select_tokens
+from loopctr.layers.transformer import MultiHeadAttention
+
+
+def attention_reference(attn: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor | None = None,
+                        query: slice | None = None) -> torch.Tensor:
+    """Softmax attention on a padded (B, N, d) batch, written out (no dropout); `mask` as `attention_mask`."""
+    b = x.shape[0]
+    q, k, v = (attn._heads(t) for t in attn.qkv(x).chunk(3, dim=-1))
+    if query is not None:
+        q = q[:, :, query]
+    scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    y = scores.softmax(-1) @ v
+    return attn.out(y.transpose(1, 2).reshape(b, -1, attn.dim))
+
+
+def din_attention_reference(att: DINAttention, target: torch.Tensor, history: torch.Tensor,
+                            mask: torch.Tensor) -> torch.Tensor:
+    """DIN target attention as FuxiCTR computes it: target (B, d), padded history (B, L, d), mask (B, L) bool
+    -> (B, d); the score MLP runs on every position, padding included, over [t, e, t - e, t * e]."""
+    b, length, d = history.shape
+    t = target.unsqueeze(1).expand(-1, length, -1)
+    scores = att.mlp(torch.cat([t, history, t - history, t * history], dim=-1).reshape(-1, 4 * d)).view(b, length)
+    if att.use_softmax:
+        scores = scores.masked_fill(~mask, -1e9).softmax(dim=-1) * mask
+    else:
+        scores = scores * mask
+    return torch.bmm(scores.unsqueeze(1), history).squeeze(1)
+
+
+def sinkhorn_knopp_reference(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:
+    """The plain log-domain Sinkhorn-Knopp iteration, differentiated by autograd."""
+    log_m = logits
+    for _ in range(iters):
+        log_m = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
+        log_m = log_m - torch.logsumexp(log_m, dim=-2, keepdim=True)
+    return log_m.exp()
+
+
+def hyper_connection_reference(site: HyperConnection, x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor],
+                               query: slice | torch.Tensor | None = None) -> torch.Tensor:
+    """A hyper-connection site's equation x_next = H_res x + H_post^T F(H_pre x), stream by stream (einsum)."""
+    pre, post, res = site.coefficients(x)
+    y = branch(torch.einsum("...j,...jd->...d", pre, x))
+    if query is not None:
+        x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
+    return torch.einsum("...ij,...jd->...id", res, x) + torch.einsum("...i,...d->...id", post, y)
