@@ -12,6 +12,9 @@ beforehand, so only the model is timed. Prints one markdown row per (run, depth)
 the run's model config with those settings and freshly initialised weights, which is enough for timing.
 `--baseline NAME` times that model at its library defaults (fresh weights) on the first run's batches, in the
 same rounds as the depths, so the looped model's speed at each depth has a reference measured beside it.
+`--adaptive` also times adaptive depth at the run's calibrated exit threshold (`loopctr evaluate --depths
+adaptive` first), rows leaving the batch as they stop, in the same rounds; its row reports the mean passes and
+the speed that those mean passes predict from the fixed depths (a least-squares line of seconds over depth).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -70,11 +74,34 @@ def best_of(cases: dict, repeats: int) -> dict:
     return best
 
 
+def adaptive_forward(model, run_dir):
+    """(forward, mean passes of the last call) at the run's calibrated exit threshold."""
+    from loopctr.train.evaluate import load_exit_head
+
+    head, saved = load_exit_head(run_dir)
+    if head is None:
+        raise SystemExit(f"{run_dir}: no exit head; run `loopctr evaluate --run {run_dir} --depths adaptive` first")
+    passes = []
+
+    def forward(batch):
+        _, depths = model.forward_adaptive(batch, head.decider(saved["threshold"]), model.trained_depths())
+        passes.append(depths)
+
+    return forward, lambda: float(torch.cat(passes).float().mean())
+
+
+def predicted_speed(speeds: dict, depths: list[int], mean_passes: float, seen: int) -> float:
+    """Samples/s that `mean_passes` predicts from the fixed depths' speeds (seconds linear in the depth)."""
+    seconds = [seen / speeds[d] for d in depths]
+    slope, intercept = np.polyfit(depths, seconds, 1)
+    return seen / (intercept + slope * mean_passes)
+
+
 @torch.inference_mode()  # as the server scores
 def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int,
                   baselines: dict | None = None) -> dict:
-    """Best-of-`repeats` samples/s over the batches at every depth (keys: the depths) and of every baseline (keys:
-    their names), all interleaved (`best_of`)."""
+    """Best-of-`repeats` samples/s over the batches at every depth (keys: the depths) and of every other forward
+    in `baselines` (keys: their names), all interleaved (`best_of`)."""
     forwards = {depth: lambda b, d=depth: model(b, depths=[d]) for depth in depths}
     forwards.update(baselines or {})
 
@@ -104,6 +131,7 @@ def main():
                    help="time this architecture instead (fresh weights), e.g. n_loop_layers=2")
     p.add_argument("--baseline", action="append", default=[], metavar="NAME",
                    help="also time this model (library defaults, fresh weights) on the first run's batches")
+    p.add_argument("--adaptive", action="store_true", help="also time adaptive depth at the calibrated threshold")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     depths = [int(d) for d in args.depths.split(",")]
@@ -112,11 +140,20 @@ def main():
     for i, run in enumerate(args.run):
         model, batches, seen, baselines = load_batches(run, args.split, args.batch_size, args.rows,
                                                        args.model_set, [] if i else args.baseline)
-        speeds = samples_per_s(model, batches, seen, depths, args.repeats, baselines)
+        others = dict(baselines)
+        if args.adaptive:
+            others["adaptive"], mean_passes = adaptive_forward(model, run)
+        speeds = samples_per_s(model, batches, seen, depths, args.repeats, others)
         base = speeds[depths[0]]
+        label = Path(run).name + (f" with {' '.join(args.model_set)}" if args.model_set else "")
         for depth in depths:
-            label = Path(run).name + (f" with {' '.join(args.model_set)}" if args.model_set else "")
             print(f"| {label} | {depth} | {speeds[depth]:,.0f} | {speeds[depth] / base:.2f}x |", flush=True)
+        if args.adaptive:
+            m = mean_passes()
+            predicted = predicted_speed(speeds, depths, m, seen)
+            print(f"| {label} | adaptive, {m:.3f} mean passes | {speeds['adaptive']:,.0f} (predicted from the depths: "
+                  f"{predicted:,.0f}, measured {speeds['adaptive'] / predicted:.2f}x) | "
+                  f"{speeds['adaptive'] / base:.2f}x |", flush=True)
         for name in baselines:
             print(f"| {name} (defaults) | - | {speeds[name]:,.0f} | {speeds[name] / base:.2f}x |", flush=True)
 

@@ -53,3 +53,22 @@ def depth_figure(report: dict, path: Path, title: str = "") -> None:
         a.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     save(fig, path)
+
+
+def adaptive_figure(report: dict, path: Path, title: str = "") -> None:
+    """Adaptive depth (an eval.json `adaptive` report): AUC against mean passes over the exit thresholds, the
+    fixed depths, the per-sample oracle and the threshold chosen on validation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curve = sorted(report["curve"], key=lambda p: p["mean_passes"])
+    ax.plot([p["mean_passes"] for p in curve], [p["auc"] for p in curve], "-", label="adaptive (every threshold)")
+    ax.plot([r["depth"] for r in report["by_depth"]], [r["auc"] for r in report["by_depth"]], "s", label="fixed depth")
+    ax.axhline(report["oracle"]["auc"], ls="--", color="grey", label="per-sample oracle")
+    ax.plot([report["mean_passes"]], [report["auc"]], "o", color="tab:red",
+            label=f"chosen on validation (budget {report['budget']:g})")
+    ax.set_xlabel("mean loop passes per row")
+    ax.set_ylabel("AUC")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    save(fig, path)

@@ -45,7 +45,17 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from loopctr.train.evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.split, args.data, depths=args.depths)
+    report = evaluate_run(args.run, args.split, args.data, depths=args.depths, budget=args.budget)
+    if "adaptive" in report:
+        a = report["adaptive"]
+        rows = list(a["by_depth"]) + [{"depth": "oracle", **a["oracle"]},
+                                      {"depth": f"adaptive ({a['mean_passes']:.2f} passes)", **a}]
+        print(_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
+        print(f"adaptive depth: {a['mean_passes']:.3f} mean passes (budget {a['budget']:g}, threshold "
+              f"{a['threshold']:.4f} chosen on validation), {a['headroom_captured']:.0%} of the oracle's headroom "
+              f"over depth 1, {a['samples_per_s']:,.0f} samples/s; wrote {args.run}/adaptive.png")
+        print(f"wrote {args.run}/eval.json")
+        return
     rows = [{"depth": "model", **report}] + [{**d} for d in report.get("by_depth", [])]
     if "oracle" in report:
         rows.append({"depth": "oracle", **report["oracle"]})
@@ -115,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test")
     s.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")
     s.add_argument("--depths", help="looped models: metrics at these depths and the oracle over them: "
-                                    "'all' (1 .. train_loops + 2) or a list like 1,2,5")
+                                    "'all' (1 .. train_loops + 2) or a list like 1,2,5; or 'adaptive' (a depth "
+                                    "per row, chosen by an exit head)")
+    s.add_argument("--budget", type=float, help="--depths adaptive: mean loop passes allowed (default 1.5); the "
+                                                "exit threshold is chosen on the validation split")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("serve", help="HTTP scoring service over a run or an export (POST /predict)")

@@ -54,6 +54,7 @@ class PackedTokens:
 
     def __init__(self, layout: Jagged, n_fixed: int, n_readout: int, kind: str, groups: int = 1):
         self.layout, self.rows = layout, layout.rows
+        self.settings = (n_fixed, n_readout, kind, groups)
         self.readout_index = (layout.offsets[1:, None] - n_readout
                               + torch.arange(n_readout, device=layout.offsets.device)).reshape(-1)
         split = length_groups(layout.lengths, groups, MIN_GROUP_ROWS) if groups > 1 else None
@@ -78,6 +79,11 @@ class PackedTokens:
         if len(outs) == 1:
             return outs[0]
         return torch.cat(outs).index_select(0, self.ungroup_readout if readout_only else self.ungroup)
+
+    def select(self, rows: torch.Tensor) -> tuple[PackedTokens, torch.Tensor]:
+        """The layout of `rows` alone (regrouped by length), and the positions of their tokens here."""
+        sub, tokens = self.layout.select(rows)
+        return PackedTokens(sub, *self.settings), tokens
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of every batch row's tokens: (R, d) -> (B, d)."""

@@ -54,7 +54,7 @@ from loopctr.layers.mlp import MLP
 from loopctr.layers.moe import MoEFFN, loop_encoding
 from loopctr.layers.tokenizer import UnifiedTokenizer
 from loopctr.layers.packed import PackedTokens
-from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters
+from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters, rms_norm
 from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
 
@@ -295,6 +295,71 @@ class LoopCTR(CTRModel):
             parts.append(grid.pool(x))
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
+    def _encode(self, batch):
+        """Tokens, their layout and the encode layers -> (the loop's initial state, the layout, the injected
+        input or None)."""
+        c = self.config
+        tok = self.tokenizer(batch, self.embedding(batch))
+        grid = PackedTokens(tok.layout, tok.n_fixed, tok.n_readout, c.attention_mask, c.attention_groups)
+        x = tok.x
+        if self.streams_in_layers:
+            x = expand_streams(x, c.hc_mode, c.n_streams)
+        for layer, sites in zip(self.encode, self.encode_res):
+            x, _ = self._layer(layer, sites, x, grid)
+        injected = x if c.input_injection else None
+        if self.loop_site is not None:
+            x = expand_streams(x, c.hc_mode, c.n_streams)
+        return x, grid, injected
+
+    def _temperature(self, logits: torch.Tensor, depth: int) -> torch.Tensor:
+        return logits / self.depth_temperatures([depth]).to(logits) if self.config.depth_temperature != 1.0 else logits
+
+    def exit_state(self, x, grid: PackedTokens) -> torch.Tensor:
+        """(B, n_readout * d): the loop state at the read-out tokens, streams summed, RMS-normalised; what an
+        exit head (models/adaptive_depth.py) decides from, without running the decoder."""
+        read = x.index_select(0, grid.readout_index)
+        if read.dim() == 3:  # streams
+            read = read.sum(-2)
+        return rms_norm(read, eps=1e-6).reshape(grid.rows, -1)
+
+    def passes(self, batch, max_depth: int):
+        """Inference, every pass read out: yields (depth, logits (B,), exit state (B, n_readout * d))."""
+        x, grid, injected = self._encode(batch)
+        for t in range(1, max_depth + 1):
+            x, _ = self._loop_pass(x, grid, t, injected)
+            yield t, self._temperature(self._readout(x, grid), t), self.exit_state(x, grid)
+
+    def forward_adaptive(self, batch, decide, max_depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference at a per-row depth: after every pass t, `decide(t, exit_state, previous exit_state)` -> (B_t,)
+        bool says which of the remaining rows stop; those are read out at depth t and leave the batch, so later
+        passes run on the others alone (every row stops at `max_depth`). Returns logits (B,) and depths (B,)."""
+        x, grid, injected = self._encode(batch)
+        b = grid.rows
+        logits = torch.empty(b, device=x.device)
+        depths = torch.empty(b, dtype=torch.long, device=x.device)
+        rows = torch.arange(b, device=x.device)  # the batch rows still looping
+        previous = None
+        for t in range(1, max_depth + 1):
+            x, _ = self._loop_pass(x, grid, t, injected)
+            state = self.exit_state(x, grid)
+            stop = (decide(t, state, previous) if t < max_depth
+                    else torch.ones(rows.shape[0], dtype=torch.bool, device=x.device))
+            if bool(stop.all()):  # the rest stop here: read them out in the layout they have
+                logits[rows] = self._temperature(self._readout(x, grid), t)
+                depths[rows] = t
+                break
+            if bool(stop.any()):
+                done = stop.nonzero().squeeze(-1)
+                sub, tokens = grid.select(done)
+                logits[rows[done]] = self._temperature(self._readout(x.index_select(0, tokens), sub), t)
+                depths[rows[done]] = t
+            keep = (~stop).nonzero().squeeze(-1)
+            grid, tokens = grid.select(keep)
+            x = x.index_select(0, tokens)
+            injected = None if injected is None else injected.index_select(0, tokens)
+            rows, previous = rows[keep], state[keep]
+        return logits, depths
+
     # -- forward -----------------------------------------------------------------------------------------
     def skips_parameters(self) -> bool:
         return self.config.n_experts > 1
@@ -316,16 +381,7 @@ class LoopCTR(CTRModel):
             if not read or read[0] < 1:
                 raise UserError(f"depths must be >= 1, got {depths}")
             n = read[-1]
-        tok = self.tokenizer(batch, self.embedding(batch))
-        grid = PackedTokens(tok.layout, tok.n_fixed, tok.n_readout, c.attention_mask, c.attention_groups)
-        x = tok.x
-        if self.streams_in_layers:
-            x = expand_streams(x, c.hc_mode, c.n_streams)
-        for layer, sites in zip(self.encode, self.encode_res):
-            x, _ = self._layer(layer, sites, x, grid)
-        injected = x if c.input_injection else None
-        if self.loop_site is not None:
-            x = expand_streams(x, c.hc_mode, c.n_streams)
+        x, grid, injected = self._encode(batch)
         trace = {} if diagnostics else None
         logits, aux = [], []
         for t in range(1, n + 1):

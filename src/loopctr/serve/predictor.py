@@ -23,7 +23,9 @@ from loopctr.data.loader import BatchLoader, sequence_limit
 from loopctr.data.prepare import LABEL, TokenIndex, encode_features, normalize_numeric
 from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
+from loopctr.models.adaptive_depth import threshold_for_budget
 from loopctr.train import checkpoint as ckpt
+from loopctr.train.evaluate import load_exit_head
 from loopctr.train.config import load_run_config
 
 
@@ -120,21 +122,35 @@ class Predictor:
         else:
             self.run, self.meta, vocabs, self.model = load_run(run_dir)
             self.max_depth = model_depths(self.model)
+        self.exit_head, self.exit_record = load_exit_head(run_dir) if self.model is not None else (None, None)
         self.schema = schema_from_dict(self.meta["schema"])
         self.vocabs = {name: TokenIndex(tokens) for name, tokens in vocabs.items()}
         self.max_rows = max_rows
 
-    def check_depth(self, depth):
-        """BadRequest unless `depth` (a request's, None when absent) is one this predictor can run."""
+    def resolve_depth(self, depth, budget=None):
+        """A request's depth (None when absent; an int; or "adaptive", with an optional `budget` of mean
+        passes) as the depth key of `predict_columns`: None, an int, or ("adaptive", exit threshold).
+        BadRequest unless this predictor can run it."""
+        if budget is not None and depth != "adaptive":
+            raise BadRequest("'budget' goes with \"depth\": \"adaptive\"")
         if depth is None:
-            return
+            return None
         if self.program is not None:
             fixed = f"exported at depth {self.program.depth}" if self.program.depth else "exported without a depth"
             raise BadRequest(f"this is an export of '{self.run.model_name}' ({fixed}); omit 'depth' or serve the run")
         if self.max_depth is None:
             raise BadRequest(f"model '{self.run.model_name}' has no loop depth; omit 'depth'")
+        if depth == "adaptive":
+            if self.exit_head is None:
+                raise BadRequest("this run has no exit head: `loopctr evaluate --run RUN --depths adaptive` fits one")
+            if budget is None:
+                return "adaptive", self.exit_record["threshold"]
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget <= self.max_depth:
+                raise BadRequest(f"'budget' must be a number of mean passes in 1..{self.max_depth}, got {budget!r}")
+            return "adaptive", threshold_for_budget(self.exit_record["calibration"], float(budget))["threshold"]
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
-            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth}, got {depth!r}")
+            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth} or \"adaptive\", got {depth!r}")
+        return depth
 
     # -- validation ---------------------------------------------------------------------------------------
     def validate(self, rows) -> dict[str, list]:
@@ -238,15 +254,18 @@ class Predictor:
             sequences.append(gather_jagged(flat, starts, counts))
         return Batch(torch.zeros(n), features, sequences)
 
-    def _score(self, batch: Batch, depth: int | None) -> np.ndarray:
+    def _score(self, batch: Batch, depth) -> np.ndarray:
         if self.program is not None:
             return self.program(batch, self.schema).float().numpy()
-        out = self.model(batch) if depth is None else self.model(batch, depths=[depth])
-        return torch.sigmoid(out["logits"].float()).numpy()
+        if isinstance(depth, tuple):  # ("adaptive", threshold): rows leave the batch as they stop
+            logits, _ = self.model.forward_adaptive(batch, self.exit_head.decider(depth[1]), self.max_depth)
+        else:
+            logits = (self.model(batch) if depth is None else self.model(batch, depths=[depth]))["logits"]
+        return torch.sigmoid(logits.float()).numpy()
 
     @torch.inference_mode()  # cheaper per operator than no_grad: no version counters or view tracking
-    def predict_columns(self, columns: dict[str, list], depth: int | None = None) -> np.ndarray:
-        self.check_depth(depth)
+    def predict_columns(self, columns: dict[str, list], depth=None) -> np.ndarray:
+        """Probabilities of the validated columns at a depth key of `resolve_depth`."""
         n = len(next(iter(columns.values())))
         batch = self.encode_small(columns) if n <= self.SMALL_ROWS else self.encode(columns)
         if not self.chunk_rows or n <= self.chunk_rows or not batch.sequences:
@@ -257,13 +276,15 @@ class Predictor:
             out[rows.numpy()] = self._score(batch.select(rows), depth)
         return out
 
-    def predict(self, rows, depth: int | None = None) -> list[float]:
-        return self.predict_columns(self.validate(rows), depth).tolist()
+    def predict(self, rows, depth=None, budget=None) -> list[float]:
+        return self.predict_columns(self.validate(rows), self.resolve_depth(depth, budget)).tolist()
 
     def metadata(self) -> dict:
         from loopctr import __version__
 
         return {"model": self.run.model_name, "version": __version__, "schema": self.meta["schema"],
                 "depths": list(range(1, self.max_depth + 1)) if self.max_depth else None,
+                "adaptive": None if self.exit_head is None else {"threshold": self.exit_record["threshold"],
+                                                                 "budget": self.exit_record["budget"]},
                 "export": {"format": self.program.format, "depth": self.program.depth} if self.program else None,
                 "max_rows": self.max_rows, "fingerprint": self.meta["fingerprint"]}

@@ -11,7 +11,8 @@ batch is scored queue, and everything queued (up to `max_batch_rows` rows) becom
 pass per requested depth. With `max_wait_ms` > 0 an idle server also waits that long for company before
 scoring a first request.
 
-    POST /predict  {"rows": [{field: raw value, ...}, ...], "depth": optional int}  -> {"predictions": [...]}
+    POST /predict  {"rows": [{field: raw value, ...}, ...], "depth": optional int or "adaptive",
+                    "budget": optional mean passes (adaptive)}  -> {"predictions": [...]}
     GET  /health   GET /metadata   GET /metrics (Prometheus text format)
 """
 
@@ -255,14 +256,13 @@ class ScoringApp:
                 raise BadRequest(f"malformed JSON: {exc}") from None
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object with 'rows'")
-            unknown = set(body) - {"rows", "depth"}
+            unknown = set(body) - {"rows", "depth", "budget"}
             if unknown:
-                raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'rows' and optional 'depth'")
+                raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'rows' and optional 'depth', 'budget'")
             if "rows" not in body:
                 raise BadRequest("missing 'rows'")
             columns = self.predictor.validate(body["rows"])
-            depth = body.get("depth")
-            self.predictor.check_depth(depth)
+            depth = self.predictor.resolve_depth(body.get("depth"), body.get("budget"))
         except BadRequest as exc:
             return (413 if isinstance(exc, TooLarge) else 400), {"error": str(exc)}, 0
         n = len(body["rows"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,6 +13,7 @@ import torch
 from loopctr import metrics as M
 from loopctr.atomic import atomic_write_text
 from loopctr.data.loader import BatchLoader
+from loopctr.errors import UserError
 from loopctr.train.distributed import DistEnv, gather_arrays
 
 
@@ -102,8 +105,6 @@ def resolve_depths(spec, trained: int | None) -> list[int] | None:
 
     spec: None, "all" (1 .. trained + EXTRAPOLATION_DEPTHS, to show extrapolation), "1,2,5", or a list of ints.
     """
-    from loopctr.errors import UserError
-
     if spec is None:
         return None
     if trained is None:
@@ -121,15 +122,99 @@ def resolve_depths(spec, trained: int | None) -> list[int] | None:
     return depths
 
 
-def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None, depths=None) -> dict:
+EXIT_HEAD = "exit_head.pt"  # a run's fitted exit head and its calibration (adaptive depth)
+EXIT_FIT_ROWS = 200_000  # training rows the exit head is fitted on (a seeded shuffle of the split)
+DEFAULT_BUDGET = 1.5  # mean passes, for --depths adaptive without --budget
+
+
+def load_exit_head(run_dir):
+    """(the run's exit head, its saved record) or (None, None) if adaptive depth was never evaluated."""
+    from loopctr.models.adaptive_depth import ExitHead
+
+    path = Path(run_dir) / EXIT_HEAD
+    if not path.is_file():
+        return None, None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    head = ExitHead(**saved["spec"])
+    head.load_state_dict(saved["weights"])
+    return head.eval(), saved
+
+
+@torch.no_grad()
+def predict_adaptive(model, head, threshold: float, loader: BatchLoader) -> tuple[dict[str, np.ndarray], float]:
+    """Probabilities and per-row depths of a split at a per-row depth (rows that stop leave the batch), and
+    the samples/s of those forward passes."""
+    model.eval()
+    preds, depths, labels, groups = [], [], [], []
+    seen, start = 0, time.perf_counter()
+    for batch in loader.batches():
+        logits, used = model.forward_adaptive(batch, head.decider(threshold), model.trained_depths())
+        preds.append(torch.sigmoid(logits).numpy())
+        depths.append(used.numpy())
+        labels.append(batch.label.numpy())
+        if batch.group is not None:
+            groups.append(batch.group.numpy())
+        seen += batch.size
+    seconds = time.perf_counter() - start
+    arrays = {"preds": _cat(preds), "depths": _cat(depths), "labels": _cat(labels)}
+    if groups:
+        arrays["groups"] = _cat(groups)
+    return arrays, seen / max(seconds, 1e-9)
+
+
+def adaptive_report(run_dir: Path, model, data, split: str, batch_size: int, run, budget: float | None,
+                    log=print) -> dict:
+    """Adaptive depth (models/adaptive_depth.py): the exit head fitted on the training split if the run has
+    none, its threshold chosen on the validation split for `budget` mean passes, then `split` scored with rows
+    leaving the batch as they stop. Writes <run>/exit_head.pt and <run>/adaptive.png."""
+    from loopctr.models import adaptive_depth as ad
+    from loopctr.plots import adaptive_figure
+    from loopctr.train.checkpoint import save
+
+    k = model.trained_depths()
+    if k < 2:
+        raise UserError("--depths adaptive: the model was trained with one loop pass; there is no depth to choose")
+    valid_split = run.train.valid_split
+    if split == valid_split:
+        raise UserError(f"--depths adaptive calibrates on '{valid_split}'; evaluate another split")
+    head, saved = load_exit_head(run_dir)
+    if head is None:
+        train = BatchLoader(data.split("train"), batch_size, run.data, shuffle=True, seed=0)
+        log(f"fitting the exit head on up to {EXIT_FIT_ROWS:,} training rows")
+        head = ad.fit_exit_head(ad.collect(model, train.batches(), k, max_rows=EXIT_FIT_ROWS), k, log=log)
+        saved = {"spec": head.spec(), "weights": head.state_dict()}
+    loader = lambda name: BatchLoader(data.split(name), batch_size, run.data, with_groups=True)  # noqa: E731
+    valid_curve = ad.calibrate(ad.collect(model, loader(valid_split).batches(), k, head), M.auc)
+    budget = DEFAULT_BUDGET if budget is None else budget
+    point = ad.threshold_for_budget(valid_curve, budget)
+    saved.update(calibration=valid_curve, budget=budget, threshold=point["threshold"])
+    save(run_dir / EXIT_HEAD, saved)
+    arrays, speed = predict_adaptive(model, head, point["threshold"], loader(split))
+    collected = ad.collect(model, loader(split).batches(), k, head)  # every depth, for the oracle and the curve
+    by_depth = 1.0 / (1.0 + np.exp(-collected["logits"]))
+    fixed = split_metrics({**{k: v for k, v in arrays.items() if k in ("labels", "groups")},
+                           "preds": by_depth[0], "preds_by_depth": by_depth})
+    report = {**M.all_metrics(arrays["labels"], arrays["preds"], arrays.get("groups")),
+              "mean_passes": float(arrays["depths"].mean()),
+              "depth_share": (np.bincount(arrays["depths"], minlength=k + 1)[1:] / arrays["depths"].shape[0]).tolist(),
+              "budget": budget, "threshold": point["threshold"], "valid_auc": point["auc"],
+              "valid_mean_passes": point["mean_passes"], "samples_per_s": speed,
+              "by_depth": fixed["by_depth"], "oracle": fixed["oracle"],
+              "curve": ad.calibrate(collected, M.auc, also=(point["threshold"],))}
+    headroom = fixed["oracle"]["auc"] - fixed["by_depth"][0]["auc"]
+    report["headroom_captured"] = (report["auc"] - fixed["by_depth"][0]["auc"]) / headroom if headroom > 0 else 0.0
+    adaptive_figure(report, run_dir / "adaptive.png", title=f"{run.model_name}, {run_dir.name} ({split})")
+    return report
+
+
+def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None, depths=None,
+                 budget: float | None = None) -> dict:
     """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json`.
 
     `depths` ("all", "1,2,5" or a list) asks a model with depths for per-depth metrics (`by_depth`) and the
     oracle over exactly those depths; the top-level metrics stay those of the model's inference depth.
+    `depths="adaptive"`: the report of `adaptive_report` (a per-row depth within `budget` mean passes).
     """
-    import json
-    from pathlib import Path
-
     from loopctr.data.dataset import PreparedDataset
     from loopctr.train.checkpoint import load_best_model
     from loopctr.train.config import load_run_config
@@ -139,8 +224,17 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
     run, saved_data = load_run_config(run_dir)
     data = PreparedDataset(data_dir or saved_data or "")
     model, state = load_best_model(run_dir, run, data.schema, data.vocab_sizes, data.fingerprint, data.pretrained_dims)
+    batch_size = batch_size or run.train.eval_batch_size
+    if isinstance(depths, str) and depths.strip().lower() == "adaptive":
+        resolve_depths("all", model.trained_depths())  # refuses models without depths
+        report = {"split": split, "epoch": state.get("epoch"),
+                  "adaptive": adaptive_report(run_dir, model, data, split, batch_size, run, budget)}
+        atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
+        return report
+    if budget is not None:
+        raise UserError("--budget goes with --depths adaptive")
     depth_list = resolve_depths(depths, model.trained_depths())
-    loader = BatchLoader(data.split(split), batch_size or run.train.eval_batch_size, run.data, with_groups=True)
+    loader = BatchLoader(data.split(split), batch_size, run.data, with_groups=True)
     if depth_list is None:
         arrays, speed = predict(model, loader, DistEnv())
     else:  # the listed depths, and the inference depth for the top-level metrics
