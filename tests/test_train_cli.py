@@ -274,3 +274,22 @@ def test_keep_freed_memory_switch(monkeypatch):
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc's mallopt exists on Linux only")
     assert keep_freed_memory() is True  # glibc accepted both thresholds
+
+
+def test_a_run_saved_with_a_retired_setting_still_loads(tiny_data, tmp_path):
+    import yaml
+
+    from loopctr.errors import UserError
+    from loopctr.train.config import load_run_config
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(run), "epochs=1", "threads=1",
+                 "hidden_units=[8]", "batch_size=256"]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["model"]["pack_tokens"] = True  # what LoopCTR runs of earlier versions recorded
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert load_run_config(run)[0].model_name == "dnn"
+    saved["model"]["pack_tokens"] = False  # a behaviour the code no longer has
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match="pack_tokens"):
+        load_run_config(run)

@@ -117,4 +117,14 @@ def load_run_config(run_dir, what: str = "not a run directory") -> tuple[RunConf
         raise UserError(f"{run_dir}: {what} (no config.yaml)")
     base = yaml.safe_load(saved.read_text())
     data_dir = base.pop("data_dir", None)
+    for key, value in RETIRED_SETTINGS.items():  # a run saved before the setting went keeps loading
+        section, name = key.split(".")
+        if base.get(section, {}).get(name, value) != value:
+            raise UserError(f"{saved}: {key}={base[section][name]} is no longer supported (only {value}, the "
+                            "behaviour of every run now)")
+        base.get(section, {}).pop(name, None)
     return build_run_config(None, base=base), data_dir
+
+
+# settings that were removed, with the one value whose behaviour the code has kept
+RETIRED_SETTINGS = {"model.pack_tokens": True, "model.reference_attention": False}
