@@ -84,7 +84,8 @@ def k3_run(tiny_data, tmp_path_factory):
 
 
 def test_evaluate_adaptive_calibrates_on_validation_and_reports_test(k3_run):
-    report = json.loads((k3_run / "eval.json").read_text())["adaptive"]
+    assert not (k3_run / "eval.json").exists()  # the fixed-depth report is left alone
+    report = json.loads((k3_run / "adaptive.json").read_text())["adaptive"]
     assert report["valid_mean_passes"] <= 1.5 and 1.0 <= report["mean_passes"] <= 3.0
     assert report["budget"] == 1.5 and len(report["by_depth"]) == 3 and "headroom_auc" in report["oracle"]
     chosen = [p for p in report["curve"] if p["threshold"] == report["threshold"]]

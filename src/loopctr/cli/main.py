@@ -53,8 +53,8 @@ def cmd_evaluate(args):
         print(_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
         print(f"adaptive depth: {a['mean_passes']:.3f} mean passes (budget {a['budget']:g}, threshold "
               f"{a['threshold']:.4f} chosen on validation), {a['headroom_captured']:.0%} of the oracle's headroom "
-              f"over depth 1, {a['samples_per_s']:,.0f} samples/s; wrote {args.run}/adaptive.png")
-        print(f"wrote {args.run}/eval.json")
+              f"over depth 1, {a['samples_per_s']:,.0f} samples/s")
+        print(f"wrote {args.run}/adaptive.json and {args.run}/adaptive.png")
         return
     rows = [{"depth": "model", **report}] + [{**d} for d in report.get("by_depth", [])]
     if "oracle" in report:
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=3 model.dnn_dropout=0.2")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="evaluate a run's best weights; writes <run>/eval.json")
+    s = sub.add_parser("evaluate", help="evaluate a run's best weights; writes <run>/eval.json "
+                                        "(--depths adaptive: <run>/adaptive.json)")
     s.add_argument("--run", required=True)
     s.add_argument("--split", default="test")
     s.add_argument("--data", help="prepared dataset (default: the one the run was trained on)")

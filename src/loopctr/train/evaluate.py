@@ -209,7 +209,8 @@ def adaptive_report(run_dir: Path, model, data, split: str, batch_size: int, run
 
 def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None, depths=None,
                  budget: float | None = None) -> dict:
-    """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json`.
+    """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json` (`adaptive.json` for
+    `depths="adaptive"`).
 
     `depths` ("all", "1,2,5" or a list) asks a model with depths for per-depth metrics (`by_depth`) and the
     oracle over exactly those depths; the top-level metrics stay those of the model's inference depth.
@@ -229,7 +230,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
         resolve_depths("all", model.trained_depths())  # refuses models without depths
         report = {"split": split, "epoch": state.get("epoch"),
                   "adaptive": adaptive_report(run_dir, model, data, split, batch_size, run, budget)}
-        atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2))
+        atomic_write_text(run_dir / "adaptive.json", json.dumps(report, indent=2))
         return report
     if budget is not None:
         raise UserError("--budget goes with --depths adaptive")
