@@ -115,10 +115,13 @@ class UnifiedTokenizer(nn.Module):
             nn.init.zeros_(self.ns_bias)
 
     def forward(self, batch: Batch, emb: dict[str, torch.Tensor]) -> Tokens:
-        b = batch.size
         if self.normalised:  # eps far below the init's mean square (1e-8)
             emb = {name: rms_norm(x, eps=1e-12) if name in self.normalised else x for name, x in emb.items()}
-        events, lengths, widths = [], [], []  # per S-token group: its (T_g, d) tokens, its Jagged
+        return self.pack(batch, self.event_tokens(batch, emb), self.fixed_tokens(batch.size, emb))
+
+    def event_tokens(self, batch: Batch, emb: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, Jagged]]:
+        """Per S-token group: its (T_g, d) tokens and the Jagged they follow."""
+        out = []
         for gi, (group, proj) in enumerate(zip(self.groups, self.projections)):
             jag = batch.sequences[self.jagged_of[gi]]
             x = proj(torch.cat([emb[name] for name in group], dim=-1))
@@ -126,9 +129,11 @@ class UnifiedTokenizer(nn.Module):
                 x = x + self.position_emb[jag.recency.clamp_max(self.max_positions - 1)]
             if self.type_emb is not None:
                 x = x + self.type_emb[gi]
-            events.append((x, jag))
-            lengths.append(jag.lengths)
-            widths.append(jag.width)
+            out.append((x, jag))
+        return out
+
+    def fixed_tokens(self, b: int, emb: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, F, d): every row's NS-tokens, target tokens and CLS."""
         fixed = []
         if self.n_ns:
             stacked = torch.stack([emb[name] for name in self.ns_fields], dim=1)  # (B, F, e)
@@ -152,22 +157,23 @@ class UnifiedTokenizer(nn.Module):
             if self.type_emb is not None:
                 c = c + self.type_emb[-1]
             fixed.append(c)
-        fixed_tokens = torch.cat(fixed, dim=1)  # (B, F, d)
-        n_fixed = fixed_tokens.shape[1]
-        device = fixed_tokens.device
-        events_per_row = torch.stack(lengths).sum(0) if lengths else torch.zeros(b, dtype=torch.long, device=device)
+        return torch.cat(fixed, dim=1)
+
+    def pack(self, batch: Batch, events: list[tuple[torch.Tensor, Jagged]], fixed: torch.Tensor) -> Tokens:
+        """Every row's tokens back to back: its groups' events one group after another, then its fixed tokens."""
+        b, n_fixed, _ = fixed.shape
+        device = fixed.device
+        per_row = sum((jag.lengths for _, jag in events), torch.zeros(b, dtype=torch.long, device=device))
         # the grid width from the groups' widths, not from the lengths' values (a trace keeps it symbolic)
-        layout = Jagged.from_lengths({}, events_per_row + n_fixed, width=sum(widths) + n_fixed)
-        starts = layout.offsets[:-1]
-        # every token's row in the packed layout: a row's groups' events one after another, then its fixed tokens
-        before = torch.zeros_like(starts)
+        layout = Jagged.from_lengths({}, per_row + n_fixed, width=sum(jag.width for _, jag in events) + n_fixed)
+        start = layout.offsets[:-1]  # where each row's next tokens go
         parts, rows = [], []
         for x, jag in events:
             parts.append(x)
-            rows.append((starts + before).index_select(0, jag.row_index) + jag.position)
-            before = before + jag.lengths
-        parts.append(fixed_tokens.reshape(-1, self.d_model))
-        rows.append(((starts + before)[:, None] + torch.arange(n_fixed, device=device)).reshape(-1))
+            rows.append(start.index_select(0, jag.row_index) + jag.position)
+            start = start + jag.lengths
+        parts.append(fixed.reshape(-1, self.d_model))
+        rows.append((start[:, None] + torch.arange(n_fixed, device=device)).reshape(-1))
         values = torch.cat(parts)
         packed = values.new_zeros(values.shape[0], self.d_model).index_copy(0, torch.cat(rows), values)
         return Tokens(packed, layout, n_fixed, self.n_readout)
