@@ -27,31 +27,31 @@ def depth_figure(report: dict, path: Path, title: str = "") -> None:
     plt = _pyplot()
     rows = report["by_depth"]
     depths = [r["depth"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax = axes[0]
-    ax.plot(depths, [r["auc"] for r in rows], "o-", label="AUC")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    axes[0].plot(depths, [r["auc"] for r in rows], "o-", label="AUC")
     if "oracle" in report:
-        ax.axhline(report["oracle"]["auc"], ls="--", color="grey", label="per-sample oracle AUC")
-    ax.set_xlabel("inference depth (loop passes)")
-    ax.set_ylabel("AUC")
-    ax.legend(loc="best", fontsize=8)
-    twin = ax.twinx()
-    twin.plot(depths, [r["logloss"] for r in rows], "s:", color="tab:red")
-    twin.set_ylabel("logloss", color="tab:red")
-    axes[1].plot(depths, [r["mean_abs_diff_to_first"] for r in rows], "o-")
-    axes[1].set_xlabel("inference depth")
-    axes[1].set_ylabel("mean |p(depth) - p(1)|")
+        axes[0].axhline(report["oracle"]["auc"], ls="--", color="grey", label="per-sample oracle")
+    axes[0].set_ylabel("AUC")
+    axes[0].legend(loc="best", fontsize=8)
+    axes[1].plot(depths, [r["logloss"] for r in rows], "s-", color="tab:red")
+    axes[1].set_ylabel("logloss")
+    axes[2].plot(depths, [r["mean_abs_diff_to_first"] for r in rows], "o-")
+    axes[2].set_ylabel(f"mean |p(depth) - p({depths[0]})|")
+    for a in axes[:3]:
+        a.set_xlabel("inference depth (loop passes)")
+        a.set_xticks(depths)
     diag = report.get("loop_diagnostics")
     if diag:
         passes = list(range(1, len(diag["relative_update"]) + 1))
-        axes[2].semilogy(passes, diag["relative_update"], "o-", label="written: |x_t - x_t-1| / |x_t-1|")
-        axes[2].semilogy(passes, diag["relative_proposal"], "s--", label="block's own update: |u_t| / |x_t-1|")
-        axes[2].set_xlabel("loop pass t")
-        axes[2].legend(loc="best", fontsize=8)
+        axes[3].semilogy(passes, diag["relative_update"], "o-", label="written: |x_t - x_t-1| / |x_t-1|")
+        axes[3].semilogy(passes, diag["relative_proposal"], "s--", label="block's update: |u_t| / |x_t-1|")
+        axes[3].set_xlabel("loop pass t")
+        axes[3].set_xticks(passes)
+        axes[3].legend(loc="best", fontsize=8)
     for a in axes:
-        a.set_xticks(depths)
         a.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     save(fig, path)
 
 
