@@ -27,8 +27,8 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.interaction import dot_interaction
 from loopctr.layers.mlp import MLP, activation
-from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.registry import register
 
 
 @dataclass
