@@ -16,6 +16,11 @@ from pathlib import Path
 
 from loopctr.errors import UserError
 
+# The two reserved ids of every vocabulary (`loopctr prepare` numbers a vocabulary's tokens from 2): PAD
+# fills the padded positions of sequences and is no token's id; OOV is the id of every token the vocabulary
+# does not hold.
+PAD, OOV = 0, 1
+
 FIELD_TYPES = ("categorical", "numeric", "sequence")
 PADDING_SIDES = ("pre", "post")
 NUMERIC_NORMALIZATIONS = ("none", "standard", "log1p")
