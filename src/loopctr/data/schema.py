@@ -11,8 +11,6 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
-
 
 from loopctr.errors import UserError
 
@@ -173,9 +171,3 @@ def validate(schema: Schema, where: str = "schema") -> None:
                     f"{where}: field '{f.name}' shares the vocabulary of '{f.share_vocab}', "
                     "which must be a declared categorical or sequence field that owns its vocabulary"
                 )
-
-
-def load_schema(path: str | Path) -> Schema:
-    from loopctr.config import load_yaml
-
-    return schema_from_dict(load_yaml(path, "schema file"), where=str(path))
