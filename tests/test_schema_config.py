@@ -70,6 +70,16 @@ def test_config_file_and_model_name(tmp_path):
         build_run_config("dn")
 
 
+def test_config_file_model_name_must_agree_with_model(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model_name: dnn\ntrain: {epochs: 2}\n")
+    with pytest.raises(UserError, match=r"c.yaml: model_name 'dnn' conflicts with --model din"):
+        build_run_config("din", cfg)
+    assert build_run_config("dnn", cfg).model_name == "dnn"  # the same name: fine
+    cfg.write_text("train: {epochs: 2}\n")
+    assert build_run_config("din", cfg).model_name == "din"  # no name in the file: --model decides
+
+
 def test_apply_overrides_copies():
     from loopctr.data.synthetic import SyntheticConfig
 

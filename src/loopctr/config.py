@@ -173,10 +173,6 @@ def load_yaml(path, what: str = "config file") -> dict:
     return data
 
 
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
-
-
 def _deepcopy(obj):
     import copy
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from loopctr.cli.table import text_table
 from loopctr.errors import UserError
 
 
 def cmd_list(args):
-    from loopctr.cli.main import _table
     from loopctr.data import catalog
 
     rows = []
@@ -20,7 +20,7 @@ def cmd_list(args):
         rows.append({"name": name, "layout": e.layout, "size": e.about.get("size", ""),
                      "licence": e.about.get("licence", ""),
                      "download": "yes" if e.download.get("files") else "no"})
-    print(_table(rows, ["name", "layout", "download", "size", "licence"]))
+    print(text_table(rows, ["name", "layout", "download", "size", "licence"]))
     print("\n`loopctr data info NAME` shows an entry's source, protocol, options and defaults.")
 
 
@@ -54,7 +54,6 @@ def prepared_info(path: Path) -> list[dict]:
 
 
 def cmd_info(args):
-    from loopctr.cli.main import _table
     from loopctr.data import catalog
 
     target = Path(args.name)
@@ -62,7 +61,7 @@ def cmd_info(args):
         meta = json.loads((target / "schema.json").read_text())
         rows = prepared_info(target)
         columns = ["split", "rows", "users", "items", "ctr"] + [k for k in rows[0] if k.endswith("max")]
-        print(_table(rows, [c for c in columns if c in rows[0]]))
+        print(text_table(rows, [c for c in columns if c in rows[0]]))
         print(f"vocabularies: {meta['vocab_sizes']}")
         source = meta.get("source", {})
         if source:

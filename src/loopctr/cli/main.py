@@ -10,20 +10,10 @@ import os
 import sys
 
 from loopctr import __version__
+from loopctr.cli.data import add_data_commands
+from loopctr.cli.table import text_table
 from loopctr.errors import UserError
 from loopctr.runtime import keep_freed_memory
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4f}"
-        return f"{v:,}" if isinstance(v, int) else str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = lambda vals: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))  # noqa: E731
-    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
 def cmd_prepare(args):
@@ -39,7 +29,7 @@ def cmd_train(args):
 
     report = train(args.data, args.out, args.model, args.config, args.overrides, resume=args.resume)
     if distributed.is_main_process():
-        print(_table([report], ["model", "auc", "gauc", "logloss", "ne", "best_epoch", "train_samples_per_s"]))
+        print(text_table([report], ["model", "auc", "gauc", "logloss", "ne", "best_epoch", "train_samples_per_s"]))
 
 
 def cmd_evaluate(args):
@@ -50,7 +40,7 @@ def cmd_evaluate(args):
         a = report["adaptive"]
         rows = list(a["by_depth"]) + [{"depth": "oracle", **a["oracle"]},
                                       {"depth": f"adaptive ({a['mean_passes']:.2f} passes)", **a}]
-        print(_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
+        print(text_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
         print(f"adaptive depth: {a['mean_passes']:.3f} mean passes (budget {a['budget']:g}, threshold "
               f"{a['threshold']:.4f} chosen on validation), {a['headroom_captured']:.0%} of the oracle's headroom "
               f"over depth 1, {a['samples_per_s']:,.0f} samples/s")
@@ -59,7 +49,7 @@ def cmd_evaluate(args):
     rows = [{"depth": "model", **report}] + [{**d} for d in report.get("by_depth", [])]
     if "oracle" in report:
         rows.append({"depth": "oracle", **report["oracle"]})
-    print(_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
+    print(text_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
     if "oracle" in report:
         share = ", ".join(f"{d['depth']}: {s:.2f}" for d, s in zip(report["by_depth"], report["oracle"]["depth_share"]))
         print(f"oracle headroom over depth {report['by_depth'][0]['depth']}: "
@@ -106,8 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="generator settings (synthetic) or source options (see `loopctr data info NAME`)")
     s.set_defaults(func=cmd_prepare)
-
-    from loopctr.cli.data import add_data_commands
 
     add_data_commands(sub)
 

@@ -24,7 +24,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-PAD_ID = 0  # index 0 of every vocabulary is padding, 1 is out-of-vocabulary (data/prepare.py)
+from loopctr.data.schema import PAD
+
 MIN_GROUP_ROWS = 64  # rows per length group, at least: smaller groups cost more in operators than they save
 
 
@@ -188,9 +189,9 @@ class Batch:
         sequences = []
         for names in schema.sequence_groups():
             columns = [batch[n] for n in names]
-            real = columns[0] != PAD_ID
+            real = columns[0] != PAD
             for col in columns[1:]:
-                real = real | (col != PAD_ID)
+                real = real | (col != PAD)
             if schema.field(names[0]).padding == "post":  # count positions from the newest event either way
                 real, columns = _right_aligned(real, columns)
             lengths = real.sum(1)
@@ -227,7 +228,7 @@ def gather_jagged(flat: dict[str, np.ndarray], starts: dict[str, np.ndarray], co
         if np.array_equal(count, lengths):
             ids = flat[n][source] if k else np.zeros(0, dtype=np.int32)
         else:
-            ids = np.zeros(total, dtype=np.int32)
+            ids = np.full(total, PAD, dtype=np.int32)
             ids[np.repeat(group_start + lengths - count, count) + j] = flat[n][source]
         values[n] = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int32))
     lengths_t = torch.from_numpy(lengths.astype(np.int64))

@@ -24,12 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loopctr.atomic import atomic_write_text
-from loopctr.data.schema import Schema
+from loopctr.data.schema import OOV, Schema
 from loopctr.data.sources import split_sequence
 from loopctr.errors import UserError
 
 FORMAT_VERSION = 1
-PAD, OOV = 0, 1
 LABEL, GROUP = "_label", "_group"
 
 
@@ -58,7 +57,7 @@ class TokenIndex:
     def encode(self, tokens: pa.Array) -> np.ndarray:
         if len(tokens) > self.SMALL:
             return _encode(tokens, self.array)
-        return np.fromiter((self.ids.get(t, 1) for t in tokens.to_pylist()), dtype=np.int32, count=len(tokens))
+        return np.fromiter((self.ids.get(t, OOV) for t in tokens.to_pylist()), dtype=np.int32, count=len(tokens))
 
 
 def _encode(tokens: pa.Array, vocab: pa.Array | TokenIndex) -> np.ndarray:

@@ -11,10 +11,13 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
-
 
 from loopctr.errors import UserError
+
+# The two reserved ids of every vocabulary (`loopctr prepare` numbers a vocabulary's tokens from 2): PAD
+# fills the padded positions of sequences and is no token's id; OOV is the id of every token the vocabulary
+# does not hold.
+PAD, OOV = 0, 1
 
 FIELD_TYPES = ("categorical", "numeric", "sequence")
 PADDING_SIDES = ("pre", "post")
@@ -168,9 +171,3 @@ def validate(schema: Schema, where: str = "schema") -> None:
                     f"{where}: field '{f.name}' shares the vocabulary of '{f.share_vocab}', "
                     "which must be a declared categorical or sequence field that owns its vocabulary"
                 )
-
-
-def load_schema(path: str | Path) -> Schema:
-    from loopctr.config import load_yaml
-
-    return schema_from_dict(load_yaml(path, "schema file"), where=str(path))

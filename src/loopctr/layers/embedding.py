@@ -6,14 +6,14 @@ import torch
 from torch import nn
 
 from loopctr.data.batch import Batch
-from loopctr.data.schema import Schema
+from loopctr.data.schema import PAD, Schema
 from loopctr.errors import UserError
 
 
 class FeatureEmbedding(nn.Module):
     """Embeds every feature field of a batch.
 
-    Categorical fields give (B, d), sequence fields (B, L, d) with zeros at padding (index 0), numeric
+    Categorical fields give (B, d), sequence fields (B, L, d) with zeros at padding (id PAD), numeric
     fields (B, d) as the value times a learned vector (FuxiCTR's numeric embedding).
     """
 
@@ -22,7 +22,8 @@ class FeatureEmbedding(nn.Module):
         self.schema = schema
         self.dim = dim
         self.init_std = init_std
-        self.tables = nn.ModuleDict({v: nn.Embedding(vocab_sizes[v], dim, padding_idx=0) for v in schema.vocabularies})
+        self.tables = nn.ModuleDict({v: nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD)
+                                     for v in schema.vocabularies})
         self.numeric_fields = [f.name for f in schema.of_type("numeric")]
         self.numeric = nn.Embedding(len(self.numeric_fields), dim) if self.numeric_fields else None
         self.reset_parameters()
@@ -53,7 +54,7 @@ class FeatureEmbedding(nn.Module):
         for table in self.id_tables():
             nn.init.normal_(table.weight, std=self.init_std)
             with torch.no_grad():
-                table.weight[0].zero_()
+                table.weight[PAD].zero_()
         if self.numeric is not None:
             nn.init.normal_(self.numeric.weight, std=self.init_std)
 
@@ -92,10 +93,10 @@ class PretrainedTable(nn.Module):
         if usage not in ("init", "sum", "concat"):
             raise UserError(f"pretrained usage '{usage}' is not one of ['init', 'sum', 'concat']")
         self.usage = usage
-        self.vectors = nn.Embedding(vocab_size, pretrained_dim, padding_idx=0)
+        self.vectors = nn.Embedding(vocab_size, pretrained_dim, padding_idx=PAD)
         nn.init.zeros_(self.vectors.weight)
         self.vectors.weight.requires_grad_(not freeze)
-        self.id_table = nn.Embedding(vocab_size, dim, padding_idx=0) if usage != "init" else None
+        self.id_table = nn.Embedding(vocab_size, dim, padding_idx=PAD) if usage != "init" else None
         in_dim = pretrained_dim + (dim if usage == "concat" else 0)
         self.proj = nn.Linear(in_dim, dim, bias=False) if in_dim != dim or usage == "concat" else None
 

@@ -1,58 +1,26 @@
-"""Model registry: every model is importable from here and buildable by name."""
+"""Every model, importable from here and buildable by name.
+
+The registry itself is `loopctr.models.registry` (model modules import `register` from there); this package
+imports every model module, which registers it, and re-exports the registry and the model classes.
+"""
 
 from __future__ import annotations
 
-from loopctr.errors import UserError
 from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.registry import MODELS, build_model, model_class, register
 
-MODELS: dict[str, type[CTRModel]] = {}
-
-
-def register(name: str):
-    def wrap(cls):
-        MODELS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
-
-
-def model_class(name: str) -> type[CTRModel]:
-    if name not in MODELS:
-        from difflib import get_close_matches
-
-        close = get_close_matches(name, list(MODELS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise UserError(f"unknown model '{name}'{hint} (available: {', '.join(sorted(MODELS))})")
-    return MODELS[name]
-
-
-def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None,
-                pretrained: dict | None = None) -> CTRModel:
-    """A freshly initialised model. `pretrained` maps vocabularies to their pretrained vectors: arrays (copied
-    in), or just their sizes (tables of that shape, for weights that a checkpoint will fill)."""
-    cls = model_class(name)
-    model = cls(schema, vocab_sizes, config or cls.config_class())
-    if pretrained:
-        model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
-    model.reset_parameters()
-    if pretrained:  # arrays only; tables without pretrained vectors (pretrained_usage=none) are skipped
-        model.embedding.load_pretrained({name: v for name, v in pretrained.items() if not isinstance(v, int)})
-    return model
-
-
-from loopctr.models.dnn import DNN  # noqa: E402  (registration)
-from loopctr.models.din import DIN  # noqa: E402
-from loopctr.models.dcnv2 import DCNv2  # noqa: E402
-from loopctr.models.dlrm import DLRM  # noqa: E402
-from loopctr.models.wukong import Wukong  # noqa: E402
-from loopctr.models.fat import FAT  # noqa: E402
-from loopctr.models.hstu import HSTU  # noqa: E402
-from loopctr.models.bst import BST  # noqa: E402
-from loopctr.models.mtgr import MTGR  # noqa: E402
-from loopctr.models.suan import SUAN  # noqa: E402
-from loopctr.models.onetrans import OneTrans  # noqa: E402
-from loopctr.models.loopctr import LoopCTR  # noqa: E402
+from loopctr.models.dnn import DNN  # (importing a model module registers it)
+from loopctr.models.din import DIN
+from loopctr.models.dcnv2 import DCNv2
+from loopctr.models.dlrm import DLRM
+from loopctr.models.wukong import Wukong
+from loopctr.models.fat import FAT
+from loopctr.models.hstu import HSTU
+from loopctr.models.bst import BST
+from loopctr.models.mtgr import MTGR
+from loopctr.models.suan import SUAN
+from loopctr.models.onetrans import OneTrans
+from loopctr.models.loopctr import LoopCTR
 
 __all__ = ["MODELS", "register", "model_class", "build_model", "CTRModel", "ModelConfig", "DNN", "DIN", "DCNv2",
            "DLRM", "Wukong", "FAT", "HSTU", "BST", "MTGR", "SUAN", "OneTrans", "LoopCTR"]

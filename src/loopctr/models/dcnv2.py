@@ -18,8 +18,8 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.interaction import CrossNetMix, CrossNetV2
 from loopctr.layers.mlp import MLP
-from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.registry import register
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 

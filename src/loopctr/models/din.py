@@ -14,8 +14,8 @@ import torch
 
 from loopctr.layers.attention import DINAttention
 from loopctr.layers.embedding import pool_sequences
-from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
+from loopctr.models.registry import register
 from loopctr.models.target_sequence import require_pairs, target_and_history
 
 

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from loopctr.data.schema import PAD
 from loopctr.errors import UserError
 from loopctr.layers.interaction import dot_interaction
 from loopctr.layers.mlp import MLP, activation
-from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.registry import register
 
 
 @dataclass
@@ -79,7 +80,7 @@ class DLRM(CTRModel):
                 for table in self.embedding.id_tables():
                     bound = table.weight.shape[0] ** -0.5
                     table.weight.uniform_(-bound, bound)
-                    table.weight[0].zero_()
+                    table.weight[PAD].zero_()
 
     def forward(self, batch):
         vectors = self.embedding.pooled(batch, self.sparse)

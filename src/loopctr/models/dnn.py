@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 
 from loopctr.layers.mlp import MLP
-from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.registry import register
 
 
 @dataclass

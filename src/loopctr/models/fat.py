@@ -26,8 +26,8 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.mlp import MLP
 from loopctr.layers.tokenwise import TokenwiseLinear
-from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
+from loopctr.models.registry import register
 
 
 @dataclass

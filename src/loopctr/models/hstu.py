@@ -24,8 +24,8 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.hstu import HSTULayer
 from loopctr.layers.transformer import attention_mask
-from loopctr.models import register
 from loopctr.models.base import CTRModel, SequenceEncoderConfig
+from loopctr.models.registry import register
 from loopctr.models.target_sequence import (context_vectors, in_length_groups, max_events, require_pairs,
                                             target_and_history)
 

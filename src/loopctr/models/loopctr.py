@@ -55,8 +55,8 @@ from loopctr.layers.moe import MoEFFN, loop_encoding
 from loopctr.layers.tokenizer import UnifiedTokenizer
 from loopctr.layers.packed import PackedTokens
 from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters, rms_norm
-from loopctr.models import register
 from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.registry import register
 
 LOOP_FEATURES = 8  # sinusoidal features of the pass index (loop embedding)
 

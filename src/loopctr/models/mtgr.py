@@ -30,9 +30,9 @@ from torch import nn
 from loopctr.layers.hstu import HSTULayer
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.layers.transformer import attention_mask
-from loopctr.models import register
 from loopctr.models.base import CTRModel
 from loopctr.models.hstu import HSTUConfig
+from loopctr.models.registry import register
 from loopctr.models.target_sequence import (context_vectors, in_length_groups, max_events, require_pairs,
                                             target_and_history)
 

@@ -32,8 +32,8 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.tokenwise import TokenwiseLinear
 from loopctr.layers.transformer import RMSNorm, SwiGLU, attention_mask
-from loopctr.models import register
 from loopctr.models.base import CTRModel, SequenceEncoderConfig
+from loopctr.models.registry import register
 from loopctr.models.target_sequence import in_length_groups, max_events
 
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from loopctr.errors import UserError
 from loopctr.layers.interaction import WukongLayer
-from loopctr.models import register
 from loopctr.models.base import CTRModel, MLPHeadConfig
+from loopctr.models.registry import register
 
 
 @dataclass

@@ -21,7 +21,7 @@ from loopctr.data.batch import Batch, gather_jagged, length_groups
 from loopctr.data.dataset import ArraySplit, pretrained_dims
 from loopctr.data.loader import BatchLoader, sequence_limit
 from loopctr.data.prepare import LABEL, TokenIndex, encode_features, normalize_numeric
-from loopctr.data.schema import schema_from_dict
+from loopctr.data.schema import OOV, schema_from_dict
 from loopctr.errors import UserError
 from loopctr.models.adaptive_depth import threshold_for_budget
 from loopctr.train import checkpoint as ckpt
@@ -242,10 +242,10 @@ class Predictor:
                 continue
             ids = self.vocabs[f.vocab].ids
             if f.type == "categorical":
-                features[f.name] = torch.tensor([ids.get(v, 1) for v in values], dtype=torch.int32)
+                features[f.name] = torch.tensor([ids.get(v, OOV) for v in values], dtype=torch.int32)
             else:
                 keep = min(f.max_len, limit)
-                events[f.name] = [[ids.get(t, 1) for t in tokens[max(len(tokens) - keep, 0):]] for tokens in values]
+                events[f.name] = [[ids.get(t, OOV) for t in tokens[max(len(tokens) - keep, 0):]] for tokens in values]
         sequences = []
         for names in self.schema.sequence_groups():
             counts = {name: np.array([len(row) for row in events[name]], dtype=np.int64) for name in names}

@@ -89,13 +89,13 @@ def build_run_config(model_name: str | None, config_file=None, overrides: list[s
     run's config) <- YAML file <- key=value overrides, validated."""
     values: dict = dict(dataset_defaults or {})
     file_data = load_yaml(config_file) if config_file else {}
+    named = file_data.get("model_name")
+    if model_name and named and named != model_name:
+        raise UserError(f"{config_file}: model_name '{named}' conflicts with --model {model_name}")
     for source in (base or {}), file_data:
         source = dict(source)
         name = source.pop("model_name", None)
-        if name:
-            if model_name and name != model_name and source is file_data:
-                raise UserError(f"{config_file}: model_name '{name}' conflicts with --model {model_name}")
-            model_name = model_name or name
+        model_name = model_name or name
         values.update(flatten(source))
     if not model_name:
         raise UserError("no model given: pass --model NAME (or model_name in the config file)")

@@ -93,12 +93,6 @@ def options_dict(options) -> dict:
     return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
 
 
-def require_file(path: Path, what: str) -> Path:
-    if not Path(path).is_file():
-        raise UserError(f"{path}: file not found ({what})")
-    return Path(path)
-
-
 # -- holding out a validation split from train ------------------------------------------------------------
 
 HOLDOUTS = ("none", "last_per_user", "tail")

@@ -1,0 +1,45 @@
+"""The model registry: model name -> class, and building a model by name.
+
+Model modules register their class on import (`@register("name")`, from this module); `loopctr.models`
+imports every model module, so importing the package fills `MODELS`.
+"""
+
+from __future__ import annotations
+
+from loopctr.errors import UserError
+from loopctr.models.base import CTRModel, ModelConfig
+
+MODELS: dict[str, type[CTRModel]] = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        MODELS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def model_class(name: str) -> type[CTRModel]:
+    if name not in MODELS:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, list(MODELS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown model '{name}'{hint} (available: {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None,
+                pretrained: dict | None = None) -> CTRModel:
+    """A freshly initialised model. `pretrained` maps vocabularies to their pretrained vectors: arrays (copied
+    in), or just their sizes (tables of that shape, for weights that a checkpoint will fill)."""
+    cls = model_class(name)
+    model = cls(schema, vocab_sizes, config or cls.config_class())
+    if pretrained:
+        model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
+    model.reset_parameters()
+    if pretrained:  # arrays only; tables without pretrained vectors (pretrained_usage=none) are skipped
+        model.embedding.load_pretrained({name: v for name, v in pretrained.items() if not isinstance(v, int)})
+    return model
