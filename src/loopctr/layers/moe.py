@@ -12,8 +12,9 @@
 - `n_experts == 1`: a dense SwiGLU FFN (no router, aux loss 0, the shared expert is not added).
 
 The fast path sorts the T*k assignments by expert and runs each expert once on its tokens (a loop over
-experts, none over tokens); `forward_reference` runs every expert on every token and mixes with a dense gate
-matrix. Both give the same output and aux loss.
+experts, none over tokens); `forward_dense` runs every expert on every token and mixes with a dense gate
+matrix: what a traced export runs (its shapes do not depend on the routing), and the reference the tests hold
+the fast path to. Both give the same output and aux loss.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class MoEFFN(nn.Module):
         if self.dense is not None:
             return self.dense(x), x.new_zeros(())
         if torch.jit.is_tracing():  # per-expert token counts are data: a trace would freeze them
-            return self.forward_reference(x, loop_index)
+            return self.forward_dense(x, loop_index)
         shape = x.shape
         x = x.reshape(-1, self.dim)
         _, top_i, gates, aux = self.route(x, loop_index)
@@ -113,7 +114,7 @@ class MoEFFN(nn.Module):
             y = y + self.shared(x)
         return y.view(shape), aux
 
-    def forward_reference(self, x: torch.Tensor, loop_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_dense(self, x: torch.Tensor, loop_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Every expert on every token, mixed by a dense (T, E) gate matrix (zeros for unchosen experts)."""
         if self.dense is not None:
             return self.dense(x), x.new_zeros(())
