@@ -20,7 +20,7 @@ from loopctr.models import build_model, model_class
 from loopctr.serve.predictor import Predictor
 
 SEQUENCE_FREE = ["dcnv2", "dlrm", "wukong", "fat", "onetrans"]
-NEEDS_SEQUENCE = ["bst", "hstu", "mtgr", "suan"]
+NEEDS_SEQUENCE = ["bst", "hstu", "mtgr", "suan", "lightsuan"]
 BASELINES = SEQUENCE_FREE + NEEDS_SEQUENCE
 SMALL = {
     "dcnv2": ["parallel_dnn_hidden_units=[32]"],
@@ -32,6 +32,7 @@ SMALL = {
     "hstu": ["model_dim=16", "qk_dim=8", "v_dim=8", "dnn_hidden_units=[32]"],
     "mtgr": ["model_dim=16", "qk_dim=8", "v_dim=8", "dnn_hidden_units=[32]"],
     "suan": ["dnn_hidden_units=[32]"],
+    "lightsuan": ["dnn_hidden_units=[32]", "window=3", "dilation=2"],
 }
 FAST = ["epochs=1", "batch_size=64", "threads=1", "embedding_dim=8", "eval_batch_size=512"]
 
@@ -273,7 +274,8 @@ def test_wukong_layer_fmb_lcb_residual_layernorm():
 
 
 @pytest.mark.parametrize("name,extra", [("bst", ["num_layers=2", "seq_pooling_type=mean"]), ("hstu", []),
-                                        ("mtgr", ["sequence_causal=true"]), ("suan", []), ("onetrans", [])])
+                                        ("mtgr", ["sequence_causal=true"]), ("suan", []), ("lightsuan", []),
+                                        ("onetrans", [])])
 def test_length_chunking_is_exact(name, extra, tiny_dataset, tiny_batch):
     """Encoding rows in groups of similar length (dropping their all-padding columns) changes nothing."""
     torch.manual_seed(0)
@@ -454,3 +456,22 @@ def test_fuxictr_parity_arguments(tmp_path, monkeypatch):
     assert args.models == ["din", "dcnv2"] and args.zoo == zoo
     subset = parity.subset_split(split, 3, tmp_path / "sub")
     assert len((subset / "train.csv").read_text().splitlines()) == 4  # header + 3 rows
+
+
+def test_lightsuan_with_a_full_window_is_suan(tiny_dataset, tiny_batch):
+    """window >= the token count makes the sparse pattern full causal attention: SUAN's outputs, same weights;
+    the default window then changes them."""
+    torch.manual_seed(0)
+    suan = build_model("suan", tiny_dataset.schema, tiny_dataset.vocab_sizes, small_config("suan", "num_layers=2"))
+    light = build_model("lightsuan", tiny_dataset.schema, tiny_dataset.vocab_sizes,
+                        small_config("lightsuan", "num_layers=2", "window=1000"))
+    with torch.no_grad():
+        for table in suan.embedding.parameters():
+            table.normal_(0, 0.5)
+    light.load_state_dict(suan.state_dict())
+    suan.eval(), light.eval()
+    with torch.no_grad():
+        expected = suan(tiny_batch)["logits"]
+        torch.testing.assert_close(light(tiny_batch)["logits"], expected, atol=1e-5, rtol=1e-5)
+        light.config.window, light.config.dilation = 2, 3
+        assert (light(tiny_batch)["logits"] - expected).abs().max() > 1e-4

@@ -9,7 +9,9 @@ from loopctr.data.batch import Batch, Jagged, length_groups
 from loopctr.data.schema import schema_from_dict
 from loopctr.layers.embedding import masked_mean
 from loopctr.layers.packed import PackedTokens
-from loopctr.layers.reference import attention_reference
+from loopctr.layers.hstu import RelativePositionBias
+from loopctr.layers.reference import attention_reference, local_dilated_attention_reference
+from loopctr.layers.sparse_attention import LocalDilatedAttention, local_dilated_offsets, sparse_pattern
 from loopctr.layers.transformer import MultiHeadAttention, attention_mask
 
 
@@ -127,3 +129,31 @@ def test_select_gives_a_sub_batch_of_the_rows_in_their_order():
     for i, r in enumerate(rows.tolist()):
         s, e = history.offsets[r:r + 2].tolist()
         assert j.values["a"][j.offsets[i]:j.offsets[i + 1]].tolist() == history.values["a"][s:e].tolist()
+
+
+def test_local_dilated_offsets():
+    assert local_dilated_offsets(12, 3, 4).tolist() == [0, 1, 2, 4, 8]
+    assert local_dilated_offsets(5, 2, 0).tolist() == [0, 1]
+    assert local_dilated_offsets(4, 10, 2).tolist() == [0, 1, 2, 3]  # the window covers every earlier token
+
+
+@pytest.mark.parametrize("seed,window,dilation", [(0, 1, 2), (1, 3, 4), (2, 4, 0), (3, 100, 3), (4, 2, 1)])
+def test_local_dilated_attention_matches_its_dense_reference(seed, window, dilation):
+    """LightSUAN's gathered sparse attention equals the dense masked one, values and gradients, with padding
+    (history first, real tokens last, as the sequence models lay them out) and the relative-position bias."""
+    g = torch.Generator().manual_seed(seed)
+    b, n, dim = 5, int(torch.randint(2, 13, (1,), generator=g)), 8
+    torch.manual_seed(seed)
+    attn, rab = LocalDilatedAttention(dim, 2), RelativePositionBias(16)
+    lengths = torch.randint(1, n + 1, (b,), generator=g)
+    token_mask = torch.arange(n) >= (n - lengths).unsqueeze(1)
+    x = torch.randn(b, n, dim, generator=g, requires_grad=True)
+    y = attn(x, sparse_pattern(token_mask, window, dilation, rab))
+    x_ref = x.detach().clone().requires_grad_(True)
+    y_ref = local_dilated_attention_reference(attn, x_ref, token_mask, window, dilation, rab)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    weight = torch.randn(b, n, dim, generator=g)
+    grads = torch.autograd.grad((y * weight).sum(), [x, *attn.parameters(), rab.weight])
+    grads_ref = torch.autograd.grad((y_ref * weight).sum(), [x_ref, *attn.parameters(), rab.weight])
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)

@@ -37,6 +37,10 @@ class RelativePositionBias(nn.Module):
         rel = (pos[None, :] - q[:, None]).clamp(-(self.max_positions - 1), self.max_positions - 1)
         return self.weight[rel + self.max_positions - 1]
 
+    def by_offset(self, offsets: torch.Tensor) -> torch.Tensor:
+        """The bias of a key `offsets` positions before its query (j - i = -offset)."""
+        return self.weight[self.max_positions - 1 - offsets.clamp_max(self.max_positions - 1)]
+
 
 class GroupLayerNorm(nn.Module):
     """LayerNorm over the last dim whose gain and bias depend on each token's group (MTGR's GLN).

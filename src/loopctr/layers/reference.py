@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 
 from loopctr.layers.attention import DINAttention
+from loopctr.layers.hstu import RelativePositionBias
 from loopctr.layers.hyper_connections import HyperConnection, select_tokens
 from loopctr.layers.transformer import MultiHeadAttention
 
@@ -58,3 +59,21 @@ def hyper_connection_reference(site: HyperConnection, x: torch.Tensor, branch: C
     if query is not None:
         x, post, res = select_tokens(x, query), select_tokens(post, query), select_tokens(res, query)
     return torch.einsum("...ij,...jd->...id", res, x) + torch.einsum("...i,...d->...id", post, y)
+
+
+def local_dilated_attention_reference(attn: MultiHeadAttention, x: torch.Tensor, token_mask: torch.Tensor,
+                                      window: int, dilation: int, rab: RelativePositionBias | None = None
+                                      ) -> torch.Tensor:
+    """LightSUAN's sparse attention written dense: all (N, N) scores, with every key that is later than its
+    query, padding, or neither in the local window nor at a multiple of `dilation` back masked out."""
+    b, n, _ = x.shape
+    q, k, v = (attn._heads(t) for t in attn.qkv(x).chunk(3, dim=-1))
+    pos = torch.arange(n, device=x.device)
+    back = pos[:, None] - pos[None, :]
+    in_pattern = (back < window) | (back % dilation == 0 if dilation > 0 else torch.zeros_like(back, dtype=bool))
+    allowed = ((back >= 0) & in_pattern & token_mask[:, None, :]) | torch.eye(n, dtype=torch.bool, device=x.device)
+    scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5
+    if rab is not None:
+        scores = scores + rab(n)
+    y = scores.masked_fill(~allowed.unsqueeze(1), float("-inf")).softmax(-1) @ v
+    return attn.out(y.transpose(1, 2).reshape(b, n, attn.dim))

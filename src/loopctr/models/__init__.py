@@ -19,8 +19,10 @@ from loopctr.models.hstu import HSTU
 from loopctr.models.bst import BST
 from loopctr.models.mtgr import MTGR
 from loopctr.models.suan import SUAN
+from loopctr.models.lightsuan import LightSUAN
 from loopctr.models.onetrans import OneTrans
 from loopctr.models.loopctr import LoopCTR
 
 __all__ = ["MODELS", "register", "model_class", "build_model", "CTRModel", "ModelConfig", "DNN", "DIN", "DCNv2",
-           "DLRM", "Wukong", "FAT", "HSTU", "BST", "MTGR", "SUAN", "OneTrans", "LoopCTR"]
+           "DLRM", "Wukong", "FAT", "HSTU", "BST", "MTGR", "SUAN", "LightSUAN", "OneTrans",
+           "LoopCTR"]

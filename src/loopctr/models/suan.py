@@ -74,19 +74,22 @@ class CrossAttention(nn.Module):
 
 
 class UnifiedAttentionBlock(nn.Module):
-    def __init__(self, dim: int, profile_dim: int, c: SUANConfig):
+    """One UAB; `self_attention(x, pattern)` is SUAN's dense attention (pattern: a float bias mask) or
+    LightSUAN's sparse one (pattern: a SparsePattern)."""
+
+    def __init__(self, dim: int, profile_dim: int, c: SUANConfig, self_attention: nn.Module):
         super().__init__()
         self.norm1, self.norm2, self.norm3 = RMSNorm(dim), RMSNorm(dim), RMSNorm(dim)
-        self.self_attention = MultiHeadAttention(dim, c.num_heads)
+        self.self_attention = self_attention
         self.cross_attention = CrossAttention(dim, profile_dim, c.num_heads)
         self.squeeze = nn.Sequential(nn.Linear(dim, max(dim // 4, 1)), nn.ReLU())
         self.excite = nn.Linear(max(dim // 4, 1), 2 * dim)
         self.ffn = SwiGLU(dim, c.ffn_multiplier * dim)
         self.dropout = nn.Dropout(c.dropout)
 
-    def forward(self, x, bias_mask, token_mask, profile):
+    def forward(self, x, pattern, token_mask, profile):
         x = self.norm1(x)
-        x = self.norm2(x + self.dropout(self.self_attention(x, bias_mask)))
+        x = self.norm2(x + self.dropout(self.self_attention(x, pattern)))
         c = self.cross_attention(x, profile)
         s = self.excite(self.squeeze(masked_mean(x + c, token_mask)))  # (B, 2W)
         w = s.view(s.shape[0], 2, -1).softmax(dim=1).unsqueeze(2)  # (B, 2, 1, W)
@@ -109,9 +112,18 @@ class SUAN(CTRModel):
         self.candidate = nn.Linear(self.dim, self.dim)
         self.position = nn.Parameter(torch.randn(n_max, self.dim) * 0.02)
         self.rab = RelativePositionBias(n_max)
-        self.blocks = nn.ModuleList(UnifiedAttentionBlock(self.dim, d, c) for _ in range(c.num_layers))
+        self.blocks = nn.ModuleList(UnifiedAttentionBlock(self.dim, d, c, self.new_self_attention())
+                                    for _ in range(c.num_layers))
         n_profile = len(schema.fields) - len(self.pairs)
         self.head = self.mlp_head(self.dim + d * n_profile)
+
+    def new_self_attention(self) -> nn.Module:
+        return MultiHeadAttention(self.dim, self.config.num_heads)
+
+    def attention_pattern(self, token_mask: torch.Tensor):
+        """What every block's self-attention reads: causal + padding, with the relative-position bias."""
+        allowed = attention_mask(token_mask, "causal")  # (b, 1, N, N)
+        return self.rab(token_mask.shape[1]).masked_fill(~allowed, float("-inf"))
 
     def encode(self, history: torch.Tensor, mask: torch.Tensor, target: torch.Tensor,
                profile: torch.Tensor) -> torch.Tensor:
@@ -120,10 +132,9 @@ class SUAN(CTRModel):
         b, n, _ = x.shape
         x = x + self.position[-n:]
         token_mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-        allowed = attention_mask(token_mask, "causal")  # (b, 1, N, N)
-        bias_mask = self.rab(n).masked_fill(~allowed, float("-inf"))
+        pattern = self.attention_pattern(token_mask)
         for block in self.blocks:
-            x = block(x, bias_mask, token_mask, profile)
+            x = block(x, pattern, token_mask, profile)
         return x[:, -1]
 
     def forward(self, batch):

@@ -1,4 +1,4 @@
-"""The run config: model settings, training settings and loader settings, each a validated dataclass."""
+"""The run config: model, training, loader and distillation settings, each a validated dataclass."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from loopctr.config import flatten, load_yaml, parse_override, set_values
 from loopctr.data.loader import LoaderConfig
 from loopctr.errors import UserError
 from loopctr.models import ModelConfig, model_class
+from loopctr.train.distill import DistillConfig
 
 RANKING_METRICS = ("auc", "gauc")
 LOSS_METRICS = ("logloss", "ne")
@@ -75,12 +76,14 @@ class RunConfig:
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     data: LoaderConfig = field(default_factory=LoaderConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         import dataclasses
 
         return {"model_name": self.model_name, "model": dataclasses.asdict(self.model),
-                "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data)}
+                "train": dataclasses.asdict(self.train), "data": dataclasses.asdict(self.data),
+                "distill": dataclasses.asdict(self.distill)}
 
 
 def build_run_config(model_name: str | None, config_file=None, overrides: list[str] = (),

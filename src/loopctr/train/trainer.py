@@ -28,6 +28,7 @@ from loopctr.models import build_model
 from loopctr.train import checkpoint as ckpt
 from loopctr.train import distributed
 from loopctr.train.config import RunConfig, build_run_config, load_run_config, monitor_terms
+from loopctr.train.distill import Distillation, build_teacher
 from loopctr.train.evaluate import autocast, predict, split_metrics
 
 
@@ -101,14 +102,18 @@ class Trainer:
         pretrained = self.data.pretrained_dims if resume else self.data.pretrained_vectors()  # resume: checkpoint
         self.model = build_model(run.model_name, self.data.schema, self.data.vocab_sizes, run.model,
                                  pretrained).to(self.env.device)
-        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.trained = self.model  # what is optimised and checkpointed: the model, or it and an online teacher
+        if run.distill.teacher:
+            teacher, online = build_teacher(run.distill, self.data, self.env.device, pretrained, self.log)
+            self.trained = Distillation(self.model, teacher, online, run.distill)
+        self.optimizer = build_optimizer(self.trained, self.cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.cfg.amp == "fp16" and self.env.device.type == "cuda" else None
         train_split = self.data.split("train")
         self.train_loader = BatchLoader(train_split, self.cfg.batch_size, run.data, shuffle=True,
                                         seed=self.cfg.seed, rank=self.env.rank, world_size=self.env.world_size,
                                         rows=sample_rows(train_split, run.data.train_fraction, run.data.fraction_seed))
         self.state = TrainState()
-        self.step_model = self._wrap(self.model)
+        self.step_model = self._wrap(self.trained)
         if resume:
             self._resume()
         elif self.env.is_main:
@@ -155,7 +160,7 @@ class Trainer:
 
     def _resume(self):
         state = ckpt.load(self.out / ckpt.CHECKPOINT, self.data.fingerprint)
-        self.model.load_state_dict(state["model"])
+        self.trained.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -205,7 +210,7 @@ class Trainer:
         if not self.env.is_main:
             return
         ckpt.save(self.out / ckpt.CHECKPOINT, {
-            "model": self.model.state_dict(),
+            "model": self.trained.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "trainer": self.state.__dict__,
@@ -224,7 +229,7 @@ class Trainer:
         batch = batch.to(self.env.device)
         with autocast(self.env.device, self.cfg.amp):
             outputs = self.step_model(batch)
-            loss, _ = self.model.loss(outputs, batch.label)
+            loss, _ = self.trained.loss(outputs, batch.label)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -232,7 +237,7 @@ class Trainer:
         else:
             loss.backward()
         if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), self.cfg.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -244,7 +249,7 @@ class Trainer:
         st, cfg = self.state, self.cfg
         steps_per_epoch = len(self.train_loader)
         total_steps = steps_per_epoch * cfg.epochs
-        self.model.train()
+        self.trained.train()
         bar = tqdm(total=steps_per_epoch, initial=st.batch_in_epoch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
                    disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
         window_loss, window_samples, window_start = torch.zeros((), device=self.env.device), 0, time.perf_counter()
