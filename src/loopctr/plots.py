@@ -72,3 +72,32 @@ def adaptive_figure(report: dict, path: Path, title: str = "") -> None:
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
     save(fig, path)
+
+
+def scaling_figure(series, x_label: str, y_label: str, path: Path) -> None:
+    """A scaling study on log-log axes: per model (name, x, y, PowerLaw fit) every seed's point, the fitted
+    curve, and in the legend the exponent with its interval and R^2 (or that no power law fits)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (name, x, y, fit) in enumerate(series):
+        color = f"C{i}"
+        ax.plot(x, y, "o", color=color, alpha=0.5, ms=4)
+        grid = np.geomspace(x.min(), x.max(), 100)
+        interval = f" [{fit.b_low:.3f}, {fit.b_high:.3f}]" if fit.b_low is not None else ""
+        verdict = "" if fit.holds else ", no power law (R² < 0.8)"
+        ax.plot(grid, fit(grid), "-", color=color,
+                label=f"{name}: b = {fit.b:.3f}{interval}, c = {fit.c:.4g}, R² = {fit.r2:.2f}{verdict}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())  # minor labels overlap over less than a decade
+    ax.set_xlabel(x_label + " (log scale)")
+    ax.set_ylabel(y_label + " (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=7)
+    ax.set_title(f"{y_label} against {x_label}: y = a x^-b + c, points are seeds", fontsize=9)
+    save(fig, path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from loopctr import __version__
 from loopctr.cli.data import add_data_commands
@@ -73,6 +74,26 @@ def cmd_export(args):
     from loopctr.serve.export import export
 
     print(f"wrote {export(args.run, args.format, args.depth, args.out)}")
+
+
+def cmd_scale(args):
+    from loopctr.scaling.sweep import Sweep, fit_results, parse_grid, run_sweep
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    budget = args.time_budget_hours * 3600 if args.time_budget_hours is not None else None
+    sweep = Sweep(Path(args.data), Path(args.out), args.model, parse_grid(args.grid), seeds, args.overrides, budget)
+    rows = run_sweep(sweep)
+    fits = fit_results(rows, sweep.out)
+    if rows:
+        print(text_table(rows, ["run", "params_dense", "train_flops", "rows_train_used", "auc", "logloss"]))
+    if fits:
+        for f in fits:
+            f["b interval"] = f"[{f['b_low']:.3f}, {f['b_high']:.3f}]" if f["b_low"] is not None else "one seed"
+            f["power law"] = "yes" if f["holds"] else "no (R² < 0.8)"
+        print(text_table(fits, ["model", "scale", "quality", "points", "a", "b", "b interval", "c", "r2",
+                                "power law"]))
+    print(f"wrote {sweep.out}/results.jsonl, fits.json" + (" and figures scale-*.png" if fits else
+                                                           " (no scale took 3 distinct values: nothing to fit)"))
 
 
 def cmd_demo(args):
@@ -142,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--depth", type=int, help="loop passes to trace (LoopCTR models)")
     s.add_argument("--out", help="output directory (default: inside the run directory)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("scale", help="a resumable sweep of runs over a grid of settings, with power-law fits "
+                                     "and figures")
+    s.add_argument("--data", required=True, help="prepared dataset directory")
+    s.add_argument("--out", required=True, help="study directory: runs/, results.jsonl, fits.json, figures")
+    s.add_argument("--model", action="append", required=True, help="a model to sweep (repeatable)")
+    s.add_argument("--grid", action="append", default=[], metavar="key=v1,v2,...",
+                   help="a setting and its values (repeatable; the sweep is their product), e.g. num_layers=1,2,4 "
+                        "or train_fraction=0.1,0.3,1.0")
+    s.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
+    s.add_argument("--time-budget-hours", type=float, help="start no new run after this long (repeat the command "
+                                                           "to continue)")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="settings of every run, e.g. epochs=5")
+    s.set_defaults(func=cmd_scale)
 
     s = sub.add_parser("models", help="list the available models")
     s.set_defaults(func=lambda a: print("\n".join(sorted(__import__("loopctr.models", fromlist=["MODELS"]).MODELS))))
