@@ -293,3 +293,17 @@ def test_a_run_saved_with_a_retired_setting_still_loads(tiny_data, tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(UserError, match="pack_tokens"):
         load_run_config(run)
+
+
+def test_overrides_may_come_anywhere_on_the_command_line(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "epochs=1", "--model", "dnn", "lr=0.002", "--out", str(run),
+                 "batch_size=64", "threads=1", "embedding_dim=8", "hidden_units=[8]", "seed=7"]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "epochs: 1" in saved and "lr: 0.002" in saved and "seed: 7" in saved and "batch_size: 64" in saved
+    with pytest.raises(SystemExit) as stop:  # a command without overrides, and an unknown option, still fail
+        main(["evaluate", "--run", str(run), "split=test"])
+    assert stop.value.code == 2 and "unrecognized arguments: split=test" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(tmp_path / "x"), "--epochs", "1"])
+    assert "unrecognized arguments: --epochs" in capsys.readouterr().err
