@@ -13,7 +13,8 @@ import torch
 from helpers import raw_rows
 from loopctr.cli.main import main
 from loopctr.serve.predictor import Predictor
-from loopctr.train.distill import DistillConfig, distillation_term
+from loopctr.train.config import DistillConfig
+from loopctr.train.distill import distillation_term
 
 FAST = ["epochs=2", "batch_size=64", "threads=1", "embedding_dim=8", "early_stop_patience=0"]
 SMALL = {"dnn": ["hidden_units=[16]"], "din": ["dnn_hidden_units=[16]", "attention_hidden_units=[8]"],

@@ -307,3 +307,116 @@ def test_overrides_may_come_anywhere_on_the_command_line(tiny_data, tmp_path, ca
     with pytest.raises(SystemExit):
         main(["train", "--data", str(tiny_data), "--model", "dnn", "--out", str(tmp_path / "x"), "--epochs", "1"])
     assert "unrecognized arguments: --epochs" in capsys.readouterr().err
+
+
+class _RunsACommand:
+    """A pickle payload: unpickling it would create `marker` (a crafted best.pt or checkpoint.pt)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_run_directory_is_refused_never_executed(tiny_data, tmp_path, capsys):
+    from loopctr.errors import UserError
+    from loopctr.serve.predictor import Predictor
+
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    assert train(tiny_data, run, "epochs=1") == 0
+    for name in ("best.pt", "checkpoint.pt"):
+        state = torch.load(run / name, weights_only=True)
+        state["payload"] = _RunsACommand(marker)
+        torch.save(state, run / name)
+    assert main(["evaluate", "--run", str(run)]) == 2
+    assert "refused: the file holds Python objects beyond tensors and plain data" in capsys.readouterr().err
+    with pytest.raises(UserError, match="refused"):
+        Predictor(run)
+    assert main(["export", "--run", str(run)]) == 2
+    assert main(["train", "--out", str(run), "--resume", "epochs=2"]) == 2
+    assert not marker.exists()
+
+
+def test_checkpoints_are_plain_data_and_old_ones_still_resume(tiny_data, tmp_path):
+    import numpy as np
+
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    assert train(tiny_data, straight, "epochs=2", "early_stop_patience=0") == 0
+    assert train(tiny_data, old, "epochs=1", "early_stop_patience=0") == 0
+    for name in ("checkpoint.pt", "best.pt"):  # no allow-list needed
+        torch.load(old / name, weights_only=True)
+    # a checkpoint of the earlier format: numpy's RNG state as numpy's own tuple (an ndarray inside)
+    state = torch.load(old / "checkpoint.pt", weights_only=True)
+    n = state["rng"]["numpy"]
+    state["rng"]["numpy"] = (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             np.float64(n["cached_gaussian"]))
+    torch.save(state, old / "checkpoint.pt")
+    with pytest.raises(Exception):
+        torch.load(old / "checkpoint.pt", weights_only=True)  # plain torch refuses it ...
+    assert main(["train", "--out", str(old), "--resume", "epochs=2"]) == 0  # ... the allow-listed numpy types load
+    a, b = (torch.load(r / "checkpoint.pt", weights_only=True)["model"] for r in (straight, old))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_epoch_0(tiny_data, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert train(tiny_data, straight) == 0
+    assert train(tiny_data, killed) == 0
+    for name in ("checkpoint.pt", "best.pt", "metrics.json", "vocab"):  # as if killed during epoch 1
+        path = killed / name
+        __import__("shutil").rmtree(path) if path.is_dir() else path.unlink()
+    (killed / ".checkpoint.pt.x1y2").write_bytes(b"torn")  # a write that the kill cut
+    assert main(["train", "--out", str(killed), "--resume"]) == 0
+    assert not (killed / ".checkpoint.pt.x1y2").exists()
+    a, b = (torch.load(r / "checkpoint.pt", weights_only=True)["model"] for r in (straight, killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _log(killed) == _log(straight)
+
+
+def test_one_process_trains_a_run_directory_at_a_time(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "epochs=1") == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "--out", str(run), "--resume", "epochs=2"]) == 2
+        assert "another loopctr process is training this run directory" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["train", "--out", str(run), "--resume", "epochs=2"]) == 0  # released with its process
+
+
+def test_non_finite_settings_and_weights_are_refused(tiny_data, tmp_path, capsys, monkeypatch):
+    for value in ("nan", "inf", ".inf"):
+        assert train(tiny_data, tmp_path / "x", f"lr={value}") == 2
+        assert "train.lr: expected a finite number" in capsys.readouterr().err
+    import loopctr.train.trainer as trainer
+
+    step = trainer.Trainer.train_step
+
+    def poisoned(self, batch):
+        loss = step(self, batch)
+        with torch.no_grad():
+            next(self.model.parameters()).fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", poisoned)
+    run = tmp_path / "nan"
+    assert train(tiny_data, run, "checkpoint_every=1", "log_every=1000") == 2
+    assert "non-finite weights; not checkpointed" in capsys.readouterr().err
+    assert not (run / "checkpoint.pt").exists()
+
+
+def test_prepare_never_replaces_a_run_directory(tiny_data, tmp_path, capsys):
+    from conftest import TINY_SYNTHETIC
+
+    run = tmp_path / "run"
+    assert train(tiny_data, run, "epochs=1") == 0
+    for extra in ([], ["--overwrite"]):
+        assert main(["prepare", "--dataset", "synthetic", "--out", str(run), *extra, *TINY_SYNTHETIC]) == 2
+        assert "is not a prepared dataset (a run directory" in capsys.readouterr().err
+    assert (run / "best.pt").is_file() and (run / "checkpoint.pt").is_file()

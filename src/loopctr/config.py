@@ -8,6 +8,7 @@ lists and checked against the field's annotated type.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from difflib import get_close_matches
@@ -81,6 +82,8 @@ def coerce(value, tp, key: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -199,7 +199,7 @@ def stale_reason(out_dir: Path, key: str, stamps: list[dict], log=print) -> str 
     """None when `out_dir` holds this preparation (same key, each source file unchanged by time or by content),
     else why not. Modification times found to differ while the contents match are refreshed in schema.json."""
     meta_path = Path(out_dir) / "schema.json"
-    if not meta_path.is_file():
+    if not holds_prepared_dataset(Path(out_dir)):
         return "it holds no prepared dataset"
     try:
         meta = json.loads(meta_path.read_text())
@@ -225,10 +225,22 @@ def stale_reason(out_dir: Path, key: str, stamps: list[dict], log=print) -> str 
     return None
 
 
+def holds_prepared_dataset(directory: Path) -> bool:
+    """A prepared dataset: schema.json naming its splits, a directory per split, and no run files (a run
+    directory carries a copy of its dataset's schema.json, and must never be taken for, or replaced as, one)."""
+    try:
+        splits = json.loads((directory / "schema.json").read_text())["splits"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return False
+    run_files = ("config.yaml", "checkpoint.pt", "best.pt", "metrics.jsonl")
+    return all((directory / name).is_dir() for name in splits) and not any((directory / f).exists() for f in run_files)
+
+
 def _check_replaceable(out_dir: Path, overwrite: bool, why: str) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / "schema.json").is_file():
-            raise UserError(f"{out_dir}: exists and is not a prepared dataset; choose another --out")
+        if not holds_prepared_dataset(out_dir):
+            raise UserError(f"{out_dir}: exists and is not a prepared dataset (a run directory, or other files); "
+                            "choose another --out")
         if not overwrite:
             raise UserError(f"{out_dir}: holds a dataset that does not match: {why}; "
                             "pass --overwrite to replace it, or choose another --out")

@@ -9,7 +9,6 @@ from loopctr.config import flatten, load_yaml, parse_override, set_values
 from loopctr.data.loader import LoaderConfig
 from loopctr.errors import UserError
 from loopctr.models import ModelConfig, model_class
-from loopctr.train.distill import DistillConfig
 
 RANKING_METRICS = ("auc", "gauc")
 LOSS_METRICS = ("logloss", "ne")
@@ -68,6 +67,23 @@ def monitor_terms(monitor: str) -> tuple[list[str], str]:
         return terms, "min"
     raise UserError(f"train.monitor '{monitor}': use metrics from {RANKING_METRICS} (maximised) or "
                     f"{LOSS_METRICS} (minimised), joined by '+', not mixed")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a teacher (train/distill.py)."""
+    teacher: str = ""  # "": off; a model name: online; a run directory: offline (frozen)
+    # online: the teacher's model settings, key=value, e.g. distill.teacher_overrides="num_layers=4 num_heads=4"
+    teacher_overrides: list[str] = field(default_factory=list)
+    weight: float = 1.0
+    loss: Literal["bce", "mse"] = "bce"
+    temperature: float = 1.0
+
+    def validate(self):
+        if self.weight < 0 or self.temperature <= 0:
+            raise UserError("distill.weight must be >= 0 and distill.temperature > 0")
+        if self.teacher_overrides and not self.teacher:
+            raise UserError("distill.teacher_overrides needs distill.teacher")
 
 
 @dataclass

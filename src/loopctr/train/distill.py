@@ -16,9 +16,7 @@ online teacher, so a resumed run continues both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,22 +25,7 @@ from torch import nn
 from loopctr.config import apply_overrides
 from loopctr.errors import UserError
 from loopctr.models import CTRModel, build_model, model_class
-
-
-@dataclass
-class DistillConfig:
-    teacher: str = ""  # "": off; a model name: online; a run directory: offline (frozen)
-    # online: the teacher's model settings, key=value, e.g. distill.teacher_overrides="num_layers=4 num_heads=4"
-    teacher_overrides: list[str] = field(default_factory=list)
-    weight: float = 1.0
-    loss: Literal["bce", "mse"] = "bce"
-    temperature: float = 1.0
-
-    def validate(self):
-        if self.weight < 0 or self.temperature <= 0:
-            raise UserError("distill.weight must be >= 0 and distill.temperature > 0")
-        if self.teacher_overrides and not self.teacher:
-            raise UserError("distill.teacher_overrides needs distill.teacher")
+from loopctr.train.config import DistillConfig, load_run_config
 
 
 def distillation_term(student: torch.Tensor, teacher: torch.Tensor, cfg: DistillConfig) -> torch.Tensor:
@@ -103,7 +86,6 @@ def build_teacher(cfg: DistillConfig, data, device, pretrained, log=print) -> tu
     run_dir = Path(cfg.teacher)
     if (run_dir / "config.yaml").is_file():
         from loopctr.train import checkpoint as ckpt
-        from loopctr.train.config import load_run_config
 
         if cfg.teacher_overrides:
             raise UserError(f"distill.teacher_overrides: the teacher {run_dir} is a finished run, whose settings "

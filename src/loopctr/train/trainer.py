@@ -32,6 +32,36 @@ from loopctr.train.distill import Distillation, build_teacher
 from loopctr.train.evaluate import autocast, predict, split_metrics
 
 
+LOCK = ".lock"
+_held_locks: dict[Path, object] = {}
+
+
+def lock_run_dir(out: Path) -> None:
+    """One process trains a run directory at a time (two `--resume`s would interleave checkpoints and logs);
+    then the temporary files that a killed write left are removed (`atomic.py` names them `.NAME.*`)."""
+    import fcntl
+
+    key = Path(out).resolve()
+    if key in _held_locks:
+        return
+    handle = open(key / LOCK, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{out}: another loopctr process is training this run directory") from None
+    _held_locks[key] = handle
+    for stale in key.glob(".*"):
+        if stale.is_file() and stale.name != LOCK:
+            stale.unlink()
+
+
+def unlock_run_dir(out: Path) -> None:
+    handle = _held_locks.pop(Path(out).resolve(), None)
+    if handle is not None:
+        handle.close()  # closing releases the flock
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
@@ -115,6 +145,7 @@ class Trainer:
         self.state = TrainState()
         self.step_model = self._wrap(self.trained)
         if resume:
+            self._lock_run_dir()
             self._resume()
         elif self.env.is_main:
             self._start_run_dir(data_dir)
@@ -132,13 +163,18 @@ class Trainer:
         return model
 
     def _start_run_dir(self, data_dir):
-        if self.out.exists() and any(self.out.iterdir()):
+        if self.out.exists() and any(p.name != LOCK for p in self.out.iterdir()):
             raise UserError(f"{self.out}: run directory exists and is not empty; pass --resume to continue it "
                             "or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
+        self._lock_run_dir()
         self._write_config(data_dir)
         shutil.copyfile(self.data.path / "schema.json", self.out / "schema.json")
         shutil.copytree(self.data.path / "vocab", self.out / "vocab")  # the run alone can score raw rows
+
+    def _lock_run_dir(self):
+        if self.env.is_main:
+            lock_run_dir(self.out)
 
     def _write_config(self, data_dir):
         config = {**self.run.to_dict(), "data_dir": str(Path(data_dir).resolve())}
@@ -207,6 +243,10 @@ class Trainer:
             path.write_text("".join(kept))
 
     def _save_checkpoint(self):
+        # the loss is checked every log_every steps; weights that went non-finite since must not be kept
+        if not all(torch.isfinite(p).all() for p in self.trained.parameters()):
+            raise UserError(f"training diverged by step {self.state.step} (non-finite weights; not checkpointed); "
+                            "lower train.lr or set train.grad_clip")
         if not self.env.is_main:
             return
         ckpt.save(self.out / ckpt.CHECKPOINT, {
@@ -308,7 +348,7 @@ class Trainer:
         else:
             st.bad_epochs += 1
             st.lr_scale *= cfg.plateau_factor
-        summary = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        summary = {k: float(v) for k, v in metrics.items() if isinstance(v, float)}  # plain floats: see checkpoint.py
         st.history.append({"epoch": st.epoch, **summary})
         self._record({"event": "valid", "epoch": st.epoch, "step": st.step, "best": is_best, **summary})
         shown = "  ".join(f"{k} {v:.4f}" for k, v in summary.items() if k != "calibration")
@@ -405,7 +445,21 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
     With `resume`, the run continues with its saved config, on its recorded dataset unless `data_dir` is given.
     A script of its own under torchrun should end with `loopctr.train.distributed.exit_process(0)`, as the CLI does."""
     out_dir = Path(out_dir)
-    if resume:
+    if resume and not (out_dir / ckpt.CHECKPOINT).is_file() and (out_dir / "config.yaml").is_file():
+        # killed before its first checkpoint: nothing to keep but the config, so start it again from epoch 0
+        run, saved_data = load_run_config(out_dir)
+        if config_file or (model_name and model_name != run.model_name):
+            raise UserError(f"{out_dir}: --resume continues a run with its saved config and model")
+        if overrides:
+            run = continued_config(run, overrides)
+        log(f"{out_dir}: no checkpoint yet; starting the run again from epoch 0 with its saved config")
+        if distributed.is_main_process():
+            lock_run_dir(out_dir)
+            for item in out_dir.iterdir():
+                if item.name != LOCK:
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        data_dir, resume = data_dir or saved_data, False
+    elif resume:
         if config_file:
             raise UserError("--resume continues a run with its saved config; drop --config")
         run, saved_data = load_run_config(out_dir, "nothing to resume")
@@ -419,10 +473,13 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
             raise UserError("--data is required (a directory made by `loopctr prepare`)")
         defaults = PreparedDataset(data_dir).meta.get("defaults", {})
         run = build_run_config(model_name, config_file, list(overrides), dataset_defaults=defaults)
-    trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
-    if resume and overrides:
-        trainer.continue_finished(data_dir)
     try:
-        return trainer.fit()
+        trainer = Trainer(data_dir, out_dir, run, resume=resume, log=log)
+        if resume and overrides:
+            trainer.continue_finished(data_dir)
+        try:
+            return trainer.fit()
+        finally:
+            distributed.shutdown(trainer.env)
     finally:
-        distributed.shutdown(trainer.env)
+        unlock_run_dir(out_dir)
