@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +95,9 @@ def run_sweep(sweep: Sweep, log=print) -> list[dict]:
             log(f"time budget spent: {left} run(s) left; the same command continues the sweep")
             break
         log(f"[{i + 1}/{len(runs)}] {run.name}")
-        if (run / "checkpoint.pt").is_file():
+        if (run / "config.yaml").is_file():  # a killed run (before its first checkpoint: restarted by train)
             train(None, run, resume=True, log=log)
         else:
-            if run.exists():  # a run that stopped before its first checkpoint: nothing to keep
-                shutil.rmtree(run)
             train(sweep.data, run, model, overrides=overrides_of(sweep, point, seed), log=log)
     rows = [result_row(run, model, point, seed) for model, point, seed, run in runs
             if (run / "metrics.json").is_file()]

@@ -75,7 +75,7 @@ class Distillation(nn.Module):
         return loss, parts
 
     def embedding_parameters(self) -> list[nn.Parameter]:
-        return [m.weight for m in self.modules() if isinstance(m, nn.Embedding)]
+        return self.student.embedding_parameters() + (self.teacher.embedding_parameters() if self.online else [])
 
     def skips_parameters(self) -> bool:
         return self.student.skips_parameters() or (self.online and self.teacher.skips_parameters())

@@ -445,21 +445,7 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
     With `resume`, the run continues with its saved config, on its recorded dataset unless `data_dir` is given.
     A script of its own under torchrun should end with `loopctr.train.distributed.exit_process(0)`, as the CLI does."""
     out_dir = Path(out_dir)
-    if resume and not (out_dir / ckpt.CHECKPOINT).is_file() and (out_dir / "config.yaml").is_file():
-        # killed before its first checkpoint: nothing to keep but the config, so start it again from epoch 0
-        run, saved_data = load_run_config(out_dir)
-        if config_file or (model_name and model_name != run.model_name):
-            raise UserError(f"{out_dir}: --resume continues a run with its saved config and model")
-        if overrides:
-            run = continued_config(run, overrides)
-        log(f"{out_dir}: no checkpoint yet; starting the run again from epoch 0 with its saved config")
-        if distributed.is_main_process():
-            lock_run_dir(out_dir)
-            for item in out_dir.iterdir():
-                if item.name != LOCK:
-                    shutil.rmtree(item) if item.is_dir() else item.unlink()
-        data_dir, resume = data_dir or saved_data, False
-    elif resume:
+    if resume:
         if config_file:
             raise UserError("--resume continues a run with its saved config; drop --config")
         run, saved_data = load_run_config(out_dir, "nothing to resume")
@@ -468,6 +454,15 @@ def train(data_dir, out_dir, model_name: str | None = None, config_file=None, ov
             raise UserError(f"{out_dir}: the run trains '{run.model_name}', not '{model_name}'")
         if overrides:
             run = continued_config(run, overrides)
+        if not (out_dir / ckpt.CHECKPOINT).is_file():
+            # killed before its first checkpoint: nothing to keep but the config, so start it again from epoch 0
+            log(f"{out_dir}: no checkpoint yet; starting the run again from epoch 0 with its saved config")
+            if distributed.is_main_process():
+                lock_run_dir(out_dir)
+                for item in out_dir.iterdir():
+                    if item.name != LOCK:
+                        shutil.rmtree(item) if item.is_dir() else item.unlink()
+            resume = False
     else:
         if data_dir is None:
             raise UserError("--data is required (a directory made by `loopctr prepare`)")
