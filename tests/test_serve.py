@@ -447,3 +447,12 @@ def test_export_at_a_depth_matches_eager(loop_run, tiny_data):
     assert main(["export", "--run", str(loop_run), "--depth", "2"]) == 0
     assert_export_matches_eager(loop_run, loop_run / "export-torchscript-depth2", tiny_data, 25, depths=[2])
     assert main(["export", "--run", str(loop_run), "--depth", "9"]) == 2
+
+
+def test_a_model_with_generated_weights_trains_and_exports_exactly(tiny_data, tmp_path):
+    run = tmp_path / "din-apg"
+    settings = ["epochs=1", "batch_size=64", "threads=1", "embedding_dim=8", "dnn_hidden_units=[16]",
+                "attention_hidden_units=[8]", "apg=mix", "apg_fields=[cate_id]", "apg_rank=4", "apg_overparam=6"]
+    assert main(["train", "--data", str(tiny_data), "--model", "din", "--out", str(run), *settings]) == 0
+    assert main(["export", "--run", str(run)]) == 0
+    assert_export_matches_eager(run, run / "export-torchscript", tiny_data, 25)

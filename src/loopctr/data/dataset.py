@@ -96,4 +96,5 @@ class PreparedDataset:
 
     @cached_property
     def vocabularies(self) -> dict[str, list[str]]:
-        return {name: json.loads((self.path / "vocab" / f"{name}.json").read_text()) for name in self.vocab_sizes}
+        return {name: json.loads((self.path / "vocab" / f"{name}.json").read_text()) for name in self.vocab_sizes
+                if name not in self.schema.hashed_vocabularies}

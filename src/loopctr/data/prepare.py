@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loopctr.atomic import atomic_write_text
-from loopctr.data.schema import OOV, Schema
+from loopctr.data.schema import HASH_BITS, OOV, Schema
 from loopctr.data.sources import split_sequence
 from loopctr.errors import UserError
 
@@ -60,8 +60,32 @@ class TokenIndex:
         return np.fromiter((self.ids.get(t, OOV) for t in tokens.to_pylist()), dtype=np.int32, count=len(tokens))
 
 
-def _encode(tokens: pa.Array, vocab: pa.Array | TokenIndex) -> np.ndarray:
-    if isinstance(vocab, TokenIndex):
+    def code(self, token: str) -> int:
+        return self.ids.get(token, OOV)
+
+
+def token_code(token: str) -> int:
+    """A token's id in a hashed vocabulary: a hash of it, the same in every process and on every machine (not
+    Python's salted hash), in [2, 2^31), so never PAD or OOV."""
+    digest = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+    return 2 + digest % (2 ** HASH_BITS - 2)
+
+
+class HashedTokens:
+    """A hashed vocabulary (`hashed: true` in the schema): no token list; every token has its own id, seen in
+    training or not; a missing value is OOV."""
+
+    def code(self, token: str) -> int:
+        return token_code(token)
+
+    def encode(self, tokens: pa.Array) -> np.ndarray:
+        distinct = pc.dictionary_encode(tokens)  # each distinct token hashed once
+        codes = np.array([token_code(t) for t in distinct.dictionary.to_pylist()] + [OOV], dtype=np.int32)
+        return codes[pc.fill_null(distinct.indices, -1).to_numpy(zero_copy_only=False)]
+
+
+def _encode(tokens: pa.Array, vocab: pa.Array | TokenIndex | HashedTokens) -> np.ndarray:
+    if isinstance(vocab, (TokenIndex, HashedTokens)):
         return vocab.encode(tokens)
     idx = pc.index_in(tokens, value_set=vocab)
     return (pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int32) + 2).astype(np.int32)
@@ -165,13 +189,21 @@ def _write_pretrained(tmp: Path, pretrained: dict, vocab_arrays: dict) -> dict:
 
 
 def fit_vocabularies(raw: dict, schema: Schema) -> dict[str, list[str]]:
+    """The token list of every vocabulary but the hashed ones."""
     vocabs = {}
     for name in schema.vocabularies:
+        if name in schema.hashed_vocabularies:
+            continue
         owner = schema.field(name)
         min_count = owner.min_count or schema.min_count
         arrays = [raw[f.name][0] for f in schema.fields if f.vocab == name]
         vocabs[name] = _fit_vocab(arrays, min_count)
     return vocabs
+
+
+def distinct_tokens(raw: dict, schema: Schema, vocabulary: str) -> int:
+    arrays = [raw[f.name][0] for f in schema.fields if f.vocab == vocabulary]
+    return len(pc.unique(pa.chunked_array(arrays, type=pa.string()).combine_chunks()))
 
 
 def source_stamps(paths: list[Path]) -> list[dict]:
@@ -261,6 +293,11 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
     vocabs = fit_vocabularies(raw["train"], schema)
     numeric_stats = _fit_numeric(tables["train"], schema)
     vocab_arrays = {name: pa.array(tokens, type=pa.string()) for name, tokens in vocabs.items()}
+    pretrained = pretrained or {}
+    for name in schema.hashed_vocabularies:
+        if name in pretrained:
+            raise UserError(f"pretrained vectors for '{name}', whose vocabulary is hashed (no token list to align)")
+        vocab_arrays[name] = HashedTokens()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -272,7 +309,7 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
                 np.save(tmp / split / f"{name}.npy", arr)
             splits[split] = {"rows": int(table.num_rows), "positives": int(cols[LABEL].sum())}
         (tmp / "vocab").mkdir()
-        pretrained_meta = _write_pretrained(tmp, pretrained or {}, vocab_arrays)
+        pretrained_meta = _write_pretrained(tmp, pretrained, vocab_arrays)
         digest = hashlib.sha256(json.dumps(schema.to_dict(), sort_keys=True).encode())
         for name, tokens in vocabs.items():
             text = json.dumps(tokens)
@@ -283,7 +320,10 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
             "cache_key": key,
             "fingerprint": digest.hexdigest()[:16],
             "schema": schema.to_dict(),
-            "vocab_sizes": {name: len(tokens) + 2 for name, tokens in vocabs.items()},
+            # a hashed vocabulary's size is that of the table it replaces: its distinct training tokens + 2
+            "vocab_sizes": {name: 2 + (len(vocabs[name]) if name in vocabs
+                                       else distinct_tokens(raw["train"], schema, name))
+                            for name in schema.vocabularies},
             "numeric_stats": numeric_stats,
             "splits": splits,
             "prepare_seconds": round(time.perf_counter() - t0, 3),

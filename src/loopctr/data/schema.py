@@ -18,6 +18,7 @@ from loopctr.errors import UserError
 # fills the padded positions of sequences and is no token's id; OOV is the id of every token the vocabulary
 # does not hold.
 PAD, OOV = 0, 1
+HASH_BITS = 31  # the ids of a hashed vocabulary (`hashed: true`) are 31-bit token hashes, as int32 as any other id
 
 FIELD_TYPES = ("categorical", "numeric", "sequence")
 PADDING_SIDES = ("pre", "post")
@@ -34,6 +35,9 @@ class FieldSpec:
     separator: str = "^"  # sequences: token separator in the source files
     min_count: int | None = None  # categorical/sequence: overrides the schema's min_count
     normalize: str = "none"  # numeric: statistics fitted on the train split
+    # the field's vocabulary is hashed: no token list, each token's id is a stable 31-bit hash of it (prepare.py's
+    # token_code), so tokens never seen in training keep ids of their own; embedded by binary-code hash tables
+    hashed: bool = False
 
     @property
     def vocab(self) -> str | None:
@@ -65,6 +69,10 @@ class Schema:
 
     def of_type(self, kind: str) -> list[FieldSpec]:
         return [f for f in self.fields if f.type == kind]
+
+    @property
+    def hashed_vocabularies(self) -> list[str]:
+        return [v for v in self.vocabularies if self.field(v).hashed]
 
     @property
     def vocabularies(self) -> list[str]:
@@ -164,6 +172,9 @@ def validate(schema: Schema, where: str = "schema") -> None:
                 raise UserError(f"{where}: numeric field '{f.name}' cannot share a vocabulary")
             if f.normalize not in NUMERIC_NORMALIZATIONS:
                 raise UserError(f"{where}: field '{f.name}' normalize must be one of {NUMERIC_NORMALIZATIONS}")
+        if f.hashed and (f.type == "numeric" or f.share_vocab is not None):
+            raise UserError(f"{where}: field '{f.name}' cannot be hashed: 'hashed' belongs on the field that owns "
+                            "a vocabulary (categorical or sequence, without share_vocab)")
         if f.share_vocab is not None:
             owner = by_name.get(f.share_vocab)
             if owner is None or owner.type == "numeric" or owner.share_vocab is not None:

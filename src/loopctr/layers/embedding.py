@@ -6,24 +6,35 @@ import torch
 from torch import nn
 
 from loopctr.data.batch import Batch
-from loopctr.data.schema import PAD, Schema
+from loopctr.data.schema import HASH_BITS, PAD, Schema
 from loopctr.errors import UserError
+from loopctr.layers.hash_embedding import BinaryCodeEmbedding
 
 
 class FeatureEmbedding(nn.Module):
     """Embeds every feature field of a batch.
 
     Categorical fields give (B, d), sequence fields (B, L, d) with zeros at padding (id PAD), numeric
-    fields (B, d) as the value times a learned vector (FuxiCTR's numeric embedding).
+    fields (B, d) as the value times a learned vector (FuxiCTR's numeric embedding). The vocabularies in
+    `hashed`, and the schema's hashed ones (whose ids are token hashes), get binary-code hash tables about
+    `hash_compression` times smaller than one row per id.
     """
 
-    def __init__(self, schema: Schema, vocab_sizes: dict[str, int], dim: int, init_std: float = 1e-4):
+    def __init__(self, schema: Schema, vocab_sizes: dict[str, int], dim: int, init_std: float = 1e-4,
+                 hashed: list[str] = (), hash_compression: float = 10.0):
         super().__init__()
         self.schema = schema
         self.dim = dim
         self.init_std = init_std
-        self.tables = nn.ModuleDict({v: nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD)
-                                     for v in schema.vocabularies})
+        unknown = sorted(set(hashed) - set(schema.vocabularies))
+        if unknown:
+            raise UserError(f"model.hash_embedding: {unknown} are not vocabularies of the schema "
+                            f"({list(schema.vocabularies)})")
+        token_hashed = schema.hashed_vocabularies
+        self.tables = nn.ModuleDict({
+            v: BinaryCodeEmbedding(vocab_sizes[v], dim, hash_compression, HASH_BITS if v in token_hashed else None)
+            if v in hashed or v in token_hashed else nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD)
+            for v in schema.vocabularies})
         self.numeric_fields = [f.name for f in schema.of_type("numeric")]
         self.numeric = nn.Embedding(len(self.numeric_fields), dim) if self.numeric_fields else None
         self.reset_parameters()
@@ -34,6 +45,8 @@ class FeatureEmbedding(nn.Module):
         for name, pretrained_dim in dims.items():
             if name not in self.tables:
                 raise UserError(f"pretrained vectors for '{name}', which is not a vocabulary of the schema")
+            if isinstance(self.tables[name], BinaryCodeEmbedding):
+                raise UserError(f"'{name}' has pretrained vectors and cannot also be hashed (model.hash_embedding)")
             vocab_size = self.tables[name].num_embeddings
             self.tables[name] = PretrainedTable(vocab_size, pretrained_dim, self.dim, usage, freeze)
 
@@ -46,15 +59,18 @@ class FeatureEmbedding(nn.Module):
                     table.vectors.weight.copy_(torch.as_tensor(matrix))
 
     def id_tables(self) -> list[nn.Embedding]:
-        """The trainable id-embedding tables (not the pretrained vectors)."""
+        """The trainable one-row-per-id tables with a padding row (not pretrained vectors, not hash tables)."""
         tables = [t.id_table if isinstance(t, PretrainedTable) else t for t in self.tables.values()]
-        return [t for t in tables if t is not None]
+        return [t for t in tables if isinstance(t, nn.Embedding)]
 
     def reset_parameters(self):
         for table in self.id_tables():
             nn.init.normal_(table.weight, std=self.init_std)
             with torch.no_grad():
                 table.weight[PAD].zero_()
+        for table in self.tables.values():
+            if isinstance(table, BinaryCodeEmbedding):
+                table.reset_parameters(self.init_std)
         if self.numeric is not None:
             nn.init.normal_(self.numeric.weight, std=self.init_std)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from loopctr.layers.apg import APGLinear, APGSpec
+
 
 class Dice(nn.Module):
     """Data-adaptive activation (DIN): p * x + (1 - p) * alpha * x with p = sigmoid(BN(x)), BN without affine."""
@@ -35,15 +37,20 @@ def activation(name: str, dim: int) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """Hidden layers, then an optional output Linear (`output_dim`); the input is (N, input_dim)."""
+    """Hidden layers, then an optional output Linear (`output_dim`); the input is (N, input_dim). With `apg`, the
+    hidden layers generate their weights for each sample (layers/apg.py); `forward` then takes the field
+    condition its mode needs."""
 
     def __init__(self, input_dim: int, hidden_units: list[int], activation_name: str = "relu", dropout: float = 0.0,
-                 batch_norm: bool = False, output_dim: int | None = None):
+                 batch_norm: bool = False, output_dim: int | None = None, apg: APGSpec | None = None):
         super().__init__()
+        self.apg = apg
         layers: list[nn.Module] = []
         dim = input_dim
         for units in hidden_units:
-            layers.append(nn.Linear(dim, units))
+            layers.append(nn.Linear(dim, units) if apg is None else
+                          APGLinear(dim, units, apg.condition_dim(dim), apg.rank, apg.overparam, apg.hypernet_units,
+                                    apg.generate_bias))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(units))
             layers.append(activation(activation_name, units))
@@ -56,5 +63,9 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
         self.output_dim = dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, fields: torch.Tensor | None = None) -> torch.Tensor:
+        if self.apg is None:
+            return self.net(x)
+        for layer in self.net:
+            x = layer(x, self.apg.condition(x, fields)) if isinstance(layer, APGLinear) else layer(x)
+        return x

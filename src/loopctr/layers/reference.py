@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from loopctr.layers.apg import APGLinear, product
 from loopctr.layers.attention import DINAttention
 from loopctr.layers.hstu import RelativePositionBias
 from loopctr.layers.hyper_connections import HyperConnection, select_tokens
@@ -77,3 +78,12 @@ def local_dilated_attention_reference(attn: MultiHeadAttention, x: torch.Tensor,
         scores = scores + rab(n)
     y = scores.masked_fill(~allowed.unsqueeze(1), float("-inf")).softmax(-1) @ v
     return attn.out(y.transpose(1, 2).reshape(b, n, attn.dim))
+
+
+def apg_linear_reference(layer: APGLinear, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """APG as the paper writes it: each sample's full weight W_i = U S_i V (in x out), then y_i = x_i W_i + b_i."""
+    s, bias = layer.generated(condition)
+    u, v = product(layer.u).t(), product(layer.v).t()  # (in, k), (k, out)
+    weights = torch.einsum("ik,nkl,lo->nio", u, s, v)
+    y = torch.einsum("ni,nio->no", x, weights)
+    return y + (bias if bias is not None else layer.bias)

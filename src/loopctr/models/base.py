@@ -16,6 +16,7 @@ from torch import nn
 
 from loopctr.data.schema import Schema
 from loopctr.errors import UserError
+from loopctr.layers.apg import APGSpec
 from loopctr.layers.embedding import FeatureEmbedding
 from loopctr.layers.mlp import ACTIVATIONS, MLP
 
@@ -28,10 +29,16 @@ class ModelConfig:
     # embedding plus the projected vectors), "concat" (both, concatenated and projected), "none" (not used)
     pretrained_usage: Literal["init", "sum", "concat", "none"] = "init"
     pretrained_freeze: bool = True  # the vectors themselves are not trained
+    # vocabularies (named by their field, e.g. [item_id]) embedded by binary-code hash tables
+    # (layers/hash_embedding.py) about hash_compression times smaller than one row per id
+    hash_embedding: list[str] = field(default_factory=list)
+    hash_compression: float = 10.0
 
     def validate(self):
         if self.embedding_dim < 1:
             raise UserError("model.embedding_dim must be >= 1")
+        if self.hash_compression < 1:
+            raise UserError(f"model.hash_compression must be >= 1, got {self.hash_compression}")
         for name in ("activation", "dnn_activation", "attention_activation"):
             value = getattr(self, name, None)
             if value is not None and value.lower() not in ACTIVATIONS:
@@ -43,7 +50,30 @@ class ModelConfig:
 
 
 @dataclass
-class MLPHeadConfig(ModelConfig):
+class APGConfig(ModelConfig):
+    """Models whose MLP layers can generate their weights per sample (layers/apg.py, `model.apg=...`)."""
+    apg: Literal["off", "self", "fields", "mix"] = "off"  # condition: the layer's input, apg_fields, or both
+    apg_fields: list[str] = field(default_factory=list)  # the fields whose embeddings condition ("fields", "mix")
+    apg_rank: int = 32  # k: each sample's generated matrix is k x k
+    apg_overparam: int = 0  # p > k: U trained as a product (in x p)(p x k); 0: off
+    apg_hypernet_units: int = 64  # the hypernetwork's hidden ReLU layer; 0: one Linear
+    apg_generate_bias: bool = True
+
+    def validate(self):
+        super().validate()
+        if self.apg_rank < 1 or self.apg_hypernet_units < 0 or self.apg_overparam < 0:
+            raise UserError("model.apg_rank must be >= 1, model.apg_hypernet_units and model.apg_overparam >= 0")
+        if self.apg_overparam and self.apg_overparam <= self.apg_rank:
+            raise UserError(f"model.apg_overparam ({self.apg_overparam}) must exceed model.apg_rank "
+                            f"({self.apg_rank}), or be 0 (off)")
+        if self.apg in ("fields", "mix") and not self.apg_fields:
+            raise UserError(f"model.apg={self.apg} needs model.apg_fields (the fields that condition the weights)")
+        if self.apg_fields and self.apg not in ("fields", "mix"):
+            raise UserError(f"model.apg_fields is used only with model.apg=fields or mix (now {self.apg})")
+
+
+@dataclass
+class MLPHeadConfig(APGConfig):
     """Settings of the MLP head most models end with (FuxiCTR's `dnn_*` names)."""
     dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
     dnn_activation: str = "relu"
@@ -64,7 +94,9 @@ class CTRModel(nn.Module):
         super().__init__()
         self.schema = schema
         self.config = config
-        self.embedding = FeatureEmbedding(schema, vocab_sizes, config.embedding_dim)
+        self.embedding = FeatureEmbedding(schema, vocab_sizes, config.embedding_dim,
+                                          hashed=config.hash_embedding, hash_compression=config.hash_compression)
+        self.apg = self._apg_spec()
 
     def use_pretrained(self, dims: dict[str, int]) -> None:
         """Give the vocabularies in `dims` (name -> vector size) pretrained-vector tables, as configured."""
@@ -96,7 +128,25 @@ class CTRModel(nn.Module):
     def mlp_head(self, input_dim: int) -> MLP:
         """The MLP head of an MLPHeadConfig, ending in one logit."""
         c = self.config
-        return MLP(input_dim, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout, c.batch_norm, output_dim=1)
+        return MLP(input_dim, c.dnn_hidden_units, c.dnn_activation, c.dnn_dropout, c.batch_norm, output_dim=1,
+                   apg=self.apg)
+
+    def _apg_spec(self) -> APGSpec | None:
+        c = self.config
+        if not isinstance(c, APGConfig) or c.apg == "off":
+            return None
+        unknown = [f for f in c.apg_fields if f not in self.schema.field_names]
+        if unknown:
+            raise UserError(f"model.apg_fields: {unknown} are not fields of the schema ({self.schema.field_names})")
+        return APGSpec(c.apg, c.embedding_dim * len(c.apg_fields), c.apg_rank, c.apg_overparam,
+                       c.apg_hypernet_units, c.apg_generate_bias)
+
+    def apg_condition(self, batch) -> torch.Tensor | None:
+        """The embeddings of `model.apg_fields`, concatenated (sequences mean-pooled): the condition of the APG
+        layers in the modes that use fields; None otherwise."""
+        if self.apg is None or self.apg.mode == "self":
+            return None
+        return torch.cat(self.embedding.pooled(batch, self.config.apg_fields), dim=-1)
 
     def skips_parameters(self) -> bool:
         """True when a step may leave some parameters without gradient (e.g. an expert no token chose);

@@ -18,14 +18,14 @@ from torch import nn
 from loopctr.errors import UserError
 from loopctr.layers.interaction import CrossNetMix, CrossNetV2
 from loopctr.layers.mlp import MLP
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import APGConfig, CTRModel
 from loopctr.models.registry import register
 
 STRUCTURES = ("crossnet_only", "stacked", "parallel", "stacked_parallel")
 
 
 @dataclass
-class DCNv2Config(ModelConfig):
+class DCNv2Config(APGConfig):
     model_structure: str = "parallel"
     num_cross_layers: int = 2
     use_low_rank_mixture: bool = False
@@ -59,7 +59,7 @@ class DCNv2(CTRModel):
         dim = c.embedding_dim * len(schema.fields)
         self.crossnet = (CrossNetMix(dim, c.num_cross_layers, c.low_rank, c.num_experts) if c.use_low_rank_mixture
                          else CrossNetV2(dim, c.num_cross_layers))
-        dnn = lambda units: MLP(dim, units, c.dnn_activation, c.dnn_dropout, c.batch_norm)  # noqa: E731
+        dnn = lambda units: MLP(dim, units, c.dnn_activation, c.dnn_dropout, c.batch_norm, apg=self.apg)  # noqa: E731
         self.stacked_dnn = dnn(c.stacked_dnn_hidden_units) if "stacked" in c.model_structure else None
         self.parallel_dnn = dnn(c.parallel_dnn_hidden_units) if "parallel" in c.model_structure else None
         final = (self.stacked_dnn.output_dim if self.stacked_dnn is not None else dim) + \
@@ -68,14 +68,15 @@ class DCNv2(CTRModel):
 
     def forward(self, batch):
         x0 = torch.cat(self.embedding.pooled(batch), dim=-1)
+        fields = self.apg_condition(batch)
         cross = self.crossnet(x0)
         structure = self.config.model_structure
         if structure == "crossnet_only":
             out = cross
         elif structure == "stacked":
-            out = self.stacked_dnn(cross)
+            out = self.stacked_dnn(cross, fields)
         elif structure == "parallel":
-            out = torch.cat([cross, self.parallel_dnn(x0)], dim=-1)
+            out = torch.cat([cross, self.parallel_dnn(x0, fields)], dim=-1)
         else:
-            out = torch.cat([self.stacked_dnn(cross), self.parallel_dnn(x0)], dim=-1)
+            out = torch.cat([self.stacked_dnn(cross, fields), self.parallel_dnn(x0, fields)], dim=-1)
         return {"logits": self.fc(out).squeeze(-1)}

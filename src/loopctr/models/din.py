@@ -48,4 +48,4 @@ class DIN(CTRModel):
         rest = {k: v for k, v in emb.items() if k not in vectors}
         vectors.update(zip(rest, pool_sequences(rest, batch)))  # sequences without a target (e.g. genres) pooled
         x = torch.cat([vectors[f.name] for f in self.schema.fields], dim=-1)
-        return {"logits": self.mlp(x).squeeze(-1)}
+        return {"logits": self.mlp(x, self.apg_condition(batch)).squeeze(-1)}

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 import torch
 
 from loopctr.layers.mlp import MLP
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import APGConfig, CTRModel
 from loopctr.models.registry import register
 
 
 @dataclass
-class DNNConfig(ModelConfig):
+class DNNConfig(APGConfig):
     hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
     activation: str = "dice"
     dropout: float = 0.1
@@ -26,7 +26,9 @@ class DNN(CTRModel):
     def __init__(self, schema, vocab_sizes, config: DNNConfig):
         super().__init__(schema, vocab_sizes, config)
         d = config.embedding_dim * len(schema.fields)
-        self.mlp = MLP(d, config.hidden_units, config.activation, config.dropout, config.batch_norm, output_dim=1)
+        self.mlp = MLP(d, config.hidden_units, config.activation, config.dropout, config.batch_norm, output_dim=1,
+                       apg=self.apg)
 
     def forward(self, batch):
-        return {"logits": self.mlp(torch.cat(self.embedding.pooled(batch), dim=-1)).squeeze(-1)}
+        x = torch.cat(self.embedding.pooled(batch), dim=-1)
+        return {"logits": self.mlp(x, self.apg_condition(batch)).squeeze(-1)}

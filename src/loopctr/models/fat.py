@@ -92,4 +92,4 @@ class FAT(CTRModel):
 
     def forward(self, batch):
         x = self.blocks(torch.stack(self.embedding.pooled(batch), dim=1))
-        return {"logits": self.head(x.flatten(1)).squeeze(-1)}
+        return {"logits": self.head(x.flatten(1), self.apg_condition(batch)).squeeze(-1)}

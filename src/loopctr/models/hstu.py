@@ -74,4 +74,4 @@ class HSTU(CTRModel):
         target, history, events = target_and_history(emb, batch, self.pairs)
         out = in_length_groups(self.encode, history, events, self.config.length_chunks, target)
         readout = torch.cat([out] + context_vectors(self, batch, self.pairs), dim=-1)
-        return {"logits": self.head(readout).squeeze(-1)}
+        return {"logits": self.head(readout, self.apg_condition(batch)).squeeze(-1)}

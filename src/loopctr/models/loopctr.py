@@ -55,14 +55,14 @@ from loopctr.layers.moe import MoEFFN, loop_encoding
 from loopctr.layers.tokenizer import UnifiedTokenizer
 from loopctr.layers.packed import PackedTokens
 from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters, rms_norm
-from loopctr.models.base import CTRModel, ModelConfig
+from loopctr.models.base import APGConfig, CTRModel
 from loopctr.models.registry import register
 
 LOOP_FEATURES = 8  # sinusoidal features of the pass index (loop embedding)
 
 
 @dataclass
-class LoopCTRConfig(ModelConfig):
+class LoopCTRConfig(APGConfig):
     embedding_dim: int = 64
     # -- sandwich ------------------------------------------------------------------------------------------
     d_model: int = 64
@@ -149,6 +149,8 @@ class LoopCTRConfig(ModelConfig):
             raise UserError("model.sinkhorn_iters must be >= 1 with hc_mode=mhc")
         if any(u < 1 for u in self.head_hidden_units):
             raise UserError("model.head_hidden_units must be positive")
+        if self.apg in ("fields", "mix"):  # the read-out already carries every field; adaptive depth reads row subsets
+            raise UserError(f"LoopCTR's head takes model.apg=self or off, not {self.apg}")
 
 
 @register("loopctr")
@@ -190,7 +192,8 @@ class LoopCTR(CTRModel):
         self.loop_embedding = nn.Linear(LOOP_FEATURES, d, bias=False) if c.loop_embedding else None
         self.final_norm = RMSNorm(d)
         n_read = self.tokenizer.n_readout + int(c.readout_pool)
-        self.head = MLP(n_read * d, c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1)
+        self.head = MLP(n_read * d, c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1,
+                        apg=self.apg)
         self.loop_calls = 0  # passes of the loop block since construction (for cost tests and profiling)
 
     def reset_parameters(self):

@@ -95,4 +95,4 @@ class MTGR(CTRModel):
         _, history, events = target_and_history(emb, batch, self.pairs)
         context = torch.stack(context_vectors(self, batch, self.pairs), dim=1)
         out = in_length_groups(self.encode, history, events, self.config.length_chunks, context)
-        return {"logits": self.head(out).squeeze(-1)}
+        return {"logits": self.head(out, self.apg_condition(batch)).squeeze(-1)}

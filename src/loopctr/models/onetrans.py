@@ -150,4 +150,4 @@ class OneTrans(CTRModel):
             emb = self.embedding(batch, self.sequences)
             s_tokens = self.s_tokenizer(torch.cat([emb[f] for f in self.sequences], dim=-1))  # (T, d_model)
             out = in_length_groups(self.encode, batch.jagged(self.sequences[0]), s_tokens, c.length_chunks, ns)
-        return {"logits": self.head(out).squeeze(-1)}
+        return {"logits": self.head(out, self.apg_condition(batch)).squeeze(-1)}

@@ -142,4 +142,5 @@ class SUAN(CTRModel):
         target, history, events = target_and_history(emb, batch, self.pairs)
         profile = torch.stack(context_vectors(self, batch, self.pairs), dim=1)  # (B, P, d)
         out = in_length_groups(self.encode, history, events, self.config.length_chunks, target, profile)
-        return {"logits": self.head(torch.cat([out, profile.flatten(1)], dim=-1)).squeeze(-1)}
+        x = torch.cat([out, profile.flatten(1)], dim=-1)
+        return {"logits": self.head(x, self.apg_condition(batch)).squeeze(-1)}

@@ -59,4 +59,4 @@ class Wukong(CTRModel):
 
     def forward(self, batch):
         x = self.layers(torch.stack(self.embedding.pooled(batch), dim=1))
-        return {"logits": self.head(x.flatten(1)).squeeze(-1)}
+        return {"logits": self.head(x.flatten(1), self.apg_condition(batch)).squeeze(-1)}

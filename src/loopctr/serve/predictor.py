@@ -20,8 +20,8 @@ import torch
 from loopctr.data.batch import Batch, gather_jagged, length_groups
 from loopctr.data.dataset import ArraySplit, pretrained_dims
 from loopctr.data.loader import BatchLoader, sequence_limit
-from loopctr.data.prepare import LABEL, TokenIndex, encode_features, normalize_numeric
-from loopctr.data.schema import OOV, schema_from_dict
+from loopctr.data.prepare import LABEL, HashedTokens, TokenIndex, encode_features, normalize_numeric
+from loopctr.data.schema import schema_from_dict
 from loopctr.errors import UserError
 from loopctr.models.adaptive_depth import threshold_for_budget
 from loopctr.train import checkpoint as ckpt
@@ -40,7 +40,9 @@ class TooLarge(BadRequest):
 def read_schema_and_vocabs(directory: Path) -> tuple[dict, dict[str, list[str]]]:
     """The schema metadata and the vocabularies that a run or an export directory carries."""
     meta = json.loads((directory / "schema.json").read_text())
-    vocabs = {name: json.loads((directory / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]}
+    hashed = schema_from_dict(meta["schema"]).hashed_vocabularies  # no token list: every token hashes to its id
+    vocabs = {name: json.loads((directory / "vocab" / f"{name}.json").read_text()) for name in meta["vocab_sizes"]
+              if name not in hashed}
     return meta, vocabs
 
 
@@ -124,7 +126,8 @@ class Predictor:
             self.max_depth = model_depths(self.model)
         self.exit_head, self.exit_record = load_exit_head(run_dir) if self.model is not None else (None, None)
         self.schema = schema_from_dict(self.meta["schema"])
-        self.vocabs = {name: TokenIndex(tokens) for name, tokens in vocabs.items()}
+        self.vocabs = {name: TokenIndex(vocabs[name]) if name in vocabs else HashedTokens()
+                       for name in self.schema.vocabularies}
         self.max_rows = max_rows
 
     def resolve_depth(self, depth, budget=None):
@@ -240,12 +243,12 @@ class Predictor:
                                       self.meta.get("numeric_stats", {}).get(f.name))
                 features[f.name] = torch.from_numpy(x.astype(np.float32))
                 continue
-            ids = self.vocabs[f.vocab].ids
+            code = self.vocabs[f.vocab].code
             if f.type == "categorical":
-                features[f.name] = torch.tensor([ids.get(v, OOV) for v in values], dtype=torch.int32)
+                features[f.name] = torch.tensor([code(v) for v in values], dtype=torch.int32)
             else:
                 keep = min(f.max_len, limit)
-                events[f.name] = [[ids.get(t, OOV) for t in tokens[max(len(tokens) - keep, 0):]] for tokens in values]
+                events[f.name] = [[code(t) for t in tokens[max(len(tokens) - keep, 0):]] for tokens in values]
         sequences = []
         for names in self.schema.sequence_groups():
             counts = {name: np.array([len(row) for row in events[name]], dtype=np.int64) for name in names}
