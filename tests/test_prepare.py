@@ -166,3 +166,52 @@ def test_real_benchmark_split_prepares(tmp_path):
     ds = PreparedDataset(tmp_path / "beauty")
     offsets = np.asarray(ds.split("train").column("item_history.offsets"))
     assert np.diff(offsets).max() <= 100 and np.diff(offsets).min() >= 1
+
+
+def test_byte_order_mark_non_utf8_duplicate_columns_and_unequal_histories(tmp_path):
+    src = tmp_path / "src"
+    write_x1(src)
+    train = src / "train.csv"
+    train.write_bytes(b"\xef\xbb\xbf" + train.read_bytes())  # a spreadsheet export's byte-order mark: read as utf-8-sig
+    meta = prepare_dataset(X1, tmp_path / "bom", source_dir=src, **quiet)
+    assert meta["splits"]["train"]["rows"] == len(X1_TRAIN)
+    rows = list(X1_TRAIN)
+    rows[2] = rows[2].replace("i3", "caf\xe9")
+    write_x1(src, train=rows)
+    train.write_bytes(train.read_bytes().replace("caf\xe9".encode(), b"caf\xe9"))  # latin-1, not UTF-8
+    with pytest.raises(UserError, match=r"train.csv:4, column 'item_id': byte 0xe9 is not UTF-8"):
+        prepare_dataset(X1, tmp_path / "latin1", source_dir=src, **quiet)
+    write_x1(src, header=X1_HEADER + ",item_id", train=[r + ",i9" for r in X1_TRAIN])
+    with pytest.raises(UserError, match=r"train.csv:1: column\(s\) \['item_id'\] appear more than once"):
+        prepare_dataset(X1, tmp_path / "dup", source_dir=src, **quiet)
+    rows = list(X1_TRAIN)
+    rows[3] = "0,u1,i8,c2,i1^i2,c1"  # two items, one category
+    write_x1(src, train=rows)
+    with pytest.raises(UserError, match=r"train.csv:5, column 'cate_history': 1 events, but 'item_history' has 2"):
+        prepare_dataset(X1, tmp_path / "unequal", source_dir=src, **quiet)
+    assert not any(p.name.startswith(("latin1", "dup", "unequal")) for p in tmp_path.iterdir())
+
+
+def test_leakage_checks_find_repeated_rows_and_histories_that_hold_their_target(tmp_path, capsys):
+    from loopctr.cli.main import main
+    from loopctr.data.leakage import leakage_report
+
+    src = tmp_path / "src"
+    write_x1(src)
+    prepare_dataset(X1, tmp_path / "clean", source_dir=src, **quiet)
+    clean = leakage_report(PreparedDataset(tmp_path / "clean"))
+    assert [row.get("repeats train", 0) for row in clean] == [0, 0, 0]
+    # test repeats two training rows exactly (one with the other label); positives' histories end with the target
+    leaky = ["1,u1,i4,c2,i1^i2^i3^i4,c1^c1^c1^c2", "0,u1,i7,c3,i1^i2^i3,c1^c1^c1"]
+    write_x1(src, valid=leaky, test=[X1_TRAIN[0], X1_TRAIN[1].replace("0,", "1,", 1), *leaky])
+    assert main(["prepare", "--dataset", X1, "--source", str(src), "--out", str(tmp_path / "leaky")]) == 0
+    logged = capsys.readouterr().out.splitlines()
+    report = {row["split"]: row for row in leakage_report(PreparedDataset(tmp_path / "leaky"))}
+    assert (report["test"]["repeats train"], report["test"]["with its label"]) == (2, 1)
+    assert report["valid"]["item_id newest event: positives"] == 1.0
+    assert report["valid"]["item_id newest event: negatives"] == 0.0
+    warnings = [line for line in logged if line.startswith("warning:")]
+    assert any("test: 2 of 4 rows repeat a training row in every feature (1 with its label too)" in w for w in warnings)
+    assert any("valid: the history of 100% of the positives" in w and "target item_id" in w for w in warnings)
+    assert main(["data", "info", str(tmp_path / "leaky")]) == 0
+    assert "repeat a training row" in capsys.readouterr().out

@@ -65,7 +65,7 @@ def test_small_requests_skip_pyarrow_and_encode_the_same(din_run, tiny_data):
     rows[0].update(item_history="", cate_history="")  # no history
     long = predictor.schema.field("item_history").max_len + 7  # more events than are kept
     rows[4].update(item_history="^".join(str(i) for i in range(long)), cate_history="^".join(["3"] * long))
-    rows[5].update(item_id="never-seen", item_history="never-seen^also-new")
+    rows[5].update(item_id="never-seen", item_history="never-seen^also-new", cate_history="c-new^c-new")
     assert_small_path_encodes_as_prepare(predictor, rows)
 
 
@@ -162,6 +162,10 @@ def test_http_predict_health_metadata(server, din_run, tiny_data):
     ({"rows": [{"item_id": "1", "cate_id": "1", "item_history": "1", "cate_history": "1"}] * 101}, None,
      413, "limit is 100"),
     (None, b"x" * 300_000, 413, "exceeds"),
+    (None, b"[" * 100_000, 400, "nested too deeply"),
+    (None, b'{"rows": [{"item_id": ' + b"7" * 5000 + b"}]}", 400, "malformed JSON"),  # past int's digit limit
+    ({"rows": [{"item_id": "1", "cate_id": "1", "item_history": "1^2^3", "cate_history": "1"}]}, None,
+     400, "{'item_history': 3, 'cate_history': 1} events"),
 ])
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, tiny_data, body, raw, code, fragment):
     status, text = _request(server + "/predict", body, raw)
@@ -264,6 +268,62 @@ def test_garbage_on_the_socket_gets_400_and_the_server_keeps_serving(server, tin
             sock.sendall(garbage)
             assert sock.recv(1024).startswith(b"HTTP/1.1 400")
     assert _request(server + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 200
+
+
+def test_head_answers_as_get_without_a_body(server):
+    import http.client
+
+    host, port = server.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("HEAD", "/metadata")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == b""
+    assert int(resp.getheader("content-length")) == len(_request(server + "/metadata")[1].encode())
+    conn.close()
+
+
+def test_slow_senders_are_cut_off_and_the_connection_limit_holds(din_run, tiny_data):
+    import socket
+
+    running = RunningServer(din_run, header_timeout_s=0.5, body_timeout_s=0.5, max_connections=4)
+    host, port = running.url.split("//")[1].split(":")
+    try:
+        silent = socket.create_connection((host, int(port)), timeout=10)  # opens and sends nothing
+        slowloris = socket.create_connection((host, int(port)), timeout=10)
+        slowloris.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        started = time.monotonic()
+        assert silent.recv(1024) == b"" and slowloris.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+        short = socket.create_connection((host, int(port)), timeout=10)
+        short.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"rows\"")
+        answer = short.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b"the body did not arrive within 0.5s (7 of 100" in answer
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
+        for sock in idle:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(1024)  # answered, kept alive: each holds a connection
+        assert _request(running.url + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 503
+        for sock in idle + [silent, slowloris, short]:
+            sock.close()
+        for _ in range(100):  # the server sees the closes on its next loop turns
+            if _request(running.url + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 200:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the server did not recover once the connections closed")
+    finally:
+        running.stop()
+
+
+def test_a_history_of_a_million_events_is_scored_from_its_newest_events(din_run, tiny_data):
+    predictor = Predictor(din_run)
+    keep = predictor.sequence_limit
+    row = raw_rows(tiny_data, n=1)[0]
+    newest = {name: row[name].split("^")[-3:] for name in ("item_history", "cate_history")}
+    padded = lambda n: {**row, **{name: "^".join(["5"] * n + tokens) for name, tokens in newest.items()}}  # noqa: E731
+    huge, kept = padded(1_000_000), padded(keep - 3)  # the model reads the newest `keep` events of both
+    assert predictor.predict([huge]) == pytest.approx(predictor.predict([kept]), abs=1e-7)
+    assert predictor.validate([huge])["item_history"][0] == kept["item_history"].split("^")
 
 
 def test_a_slow_or_failing_model_gets_503_or_500_and_the_server_keeps_serving(din_run, tiny_data):

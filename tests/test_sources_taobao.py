@@ -59,7 +59,7 @@ def test_x1_csv_and_bars_protocol(tmp_path):
     header = ("clk,btag_his,cate_his,brand_his,userid,cms_segid,cms_group_id,final_gender_code,age_level,"
               "pvalue_level,shopping_level,occupation,new_user_class_level,adgroup_id,cate_id,campaign_id,customer,"
               "brand,price,pid,btag")
-    rows = [f"{k % 2},1^2,c{k % 3}^c1,b{k % 4},u{k % 5},1,2,1,3,0,3,0,2,a{k},c{k % 3},p{k},q{k},b{k % 4},0.{k},pid1,1"
+    rows = [f"{k % 2},1^2,c{k % 3}^c1,b{k % 4}^b1,u{k % 5},1,2,1,3,0,3,0,2,a{k},c{k % 3},p{k},q{k},b{k % 4},0.{k},pid1,1"
             for k in range(30)]
     (src / "train.csv").write_text("\n".join([header] + rows[:24]) + "\n")
     (src / "test.csv").write_text("\n".join([header] + rows[24:]) + "\n")

@@ -420,3 +420,56 @@ def test_prepare_never_replaces_a_run_directory(tiny_data, tmp_path, capsys):
         assert main(["prepare", "--dataset", "synthetic", "--out", str(run), *extra, *TINY_SYNTHETIC]) == 2
         assert "is not a prepared dataset (a run directory" in capsys.readouterr().err
     assert (run / "best.pt").is_file() and (run / "checkpoint.pt").is_file()
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(tiny_data, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import loopctr.train.checkpoint as checkpoint
+
+    straight, full = tmp_path / "straight", tmp_path / "full"
+    assert train(tiny_data, straight, "epochs=3", "early_stop_patience=0") == 0
+    real, writes = checkpoint.atomic_write_bytes, []
+
+    def disk_full_after_the_first_epoch(path, writer):
+        writes.append(path.name)
+        if len(writes) <= 2:  # epoch 1's checkpoint and best weights
+            return real(path, writer)
+
+        def partial(fh):
+            fh.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, partial)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", disk_full_after_the_first_epoch)
+    assert train(tiny_data, full, "epochs=3", "early_stop_patience=0") == 2
+    err = capsys.readouterr().err
+    assert f"error: no space left on the device writing {full / writes[2]}" in err and "Traceback" not in err
+    assert not [p.name for p in full.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # no temp file
+    monkeypatch.undo()
+    assert main(["train", "--out", str(full), "--resume"]) == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(full / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_stopped_between_two_logs_resumes_to_the_same_metrics_log(tiny_data, tmp_path, monkeypatch):
+    import loopctr.train.trainer as trainer
+
+    settings = ("epochs=2", "checkpoint_every=5", "log_every=1000", "early_stop_patience=0")
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert train(tiny_data, straight, *settings) == 0
+    save, saves = trainer.Trainer._save_checkpoint, []
+
+    def stop_after_the_second(self):
+        save(self)
+        saves.append(self.state.step)
+        if len(saves) == 2:  # mid-epoch: the epoch's loss window holds 10 steps that no record has shown yet
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "_save_checkpoint", stop_after_the_second)
+    assert train(tiny_data, stopped, *settings) == 130
+    monkeypatch.undo()
+    assert saves == [5, 10]
+    assert main(["train", "--out", str(stopped), "--resume"]) == 0
+    assert _log(stopped) == _log(straight)  # the epoch's mean loss covers all its steps, as uninterrupted

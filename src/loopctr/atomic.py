@@ -15,9 +15,11 @@ def atomic_write_bytes(path: Path, writer) -> None:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name the target
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

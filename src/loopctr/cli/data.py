@@ -74,6 +74,15 @@ def cmd_info(args):
         if meta.get("defaults"):
             print("training defaults: " + " ".join(f"{k}={v}" for k, v in meta["defaults"].items()))
         print(f"prepared in {meta.get('prepare_seconds', '?')} s")
+        from loopctr.data.dataset import PreparedDataset
+        from loopctr.data.leakage import leakage_report, leakage_warnings
+
+        report = leakage_report(PreparedDataset(target))
+        print("\nleakage checks: rows that repeat a training row in every feature; the share of positives and of "
+              "negatives whose history ends with the target")
+        print(text_table(report, list(max(report, key=len))))
+        for line in leakage_warnings(report) or ["no sign of leakage"]:
+            print(line)
         return
     if target.exists() and target.is_dir():
         raise UserError(f"{target}: not a prepared dataset (no schema.json) and not a catalogue name")

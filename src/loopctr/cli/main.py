@@ -6,6 +6,7 @@ User errors (bad input, bad config) print one message and exit with status 2, wi
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -18,10 +19,14 @@ from loopctr.runtime import keep_freed_memory
 
 
 def cmd_prepare(args):
+    from loopctr.data.dataset import PreparedDataset
+    from loopctr.data.leakage import leakage_report, leakage_warnings
     from loopctr.data.prepare import prepare_dataset
 
     prepare_dataset(args.dataset, args.out, source_dir=args.source, overwrite=args.overwrite,
                     synthetic_overrides=args.overrides, test_as_valid=args.test_as_valid)
+    for line in leakage_warnings(leakage_report(PreparedDataset(args.out))):
+        print(f"warning: {line} (`loopctr data info {args.out}` shows the checks)")
 
 
 def cmd_train(args):
@@ -212,6 +217,14 @@ def main(argv=None) -> int:
         code = 141  # the shell's status for a process ended by SIGPIPE
     except UserError as exc:
         print(f"loopctr {args.command}: error: {exc}", file=sys.stderr)
+        code = 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every write is atomic (a temp file, then a rename), so what was there before is intact
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"loopctr {args.command}: error: no space left on the device{where}; the outputs written before are "
+              "intact: free space and run the command again (a training run with --resume)", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print(f"loopctr {args.command}: interrupted", file=sys.stderr)

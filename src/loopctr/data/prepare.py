@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from loopctr.atomic import atomic_write_text
 from loopctr.data.schema import HASH_BITS, OOV, Schema
 from loopctr.data.sources import split_sequence
-from loopctr.errors import UserError
+from loopctr.errors import UserError, located
 
 FORMAT_VERSION = 1
 LABEL, GROUP = "_label", "_group"
@@ -118,7 +118,22 @@ def _raw_tokens(table: pa.Table, schema: Schema, source_name) -> dict:
                                pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64))
             else:
                 out[f.name] = split_sequence(column, f.separator, source_name, f.name)
+    check_paired_lengths({name: out[name][1] for name in out}, schema, source_name)
     return out
+
+
+def check_paired_lengths(lengths: dict[str, np.ndarray], schema: Schema, source_name, first_line: int = 2) -> None:
+    """The fields of one history (e.g. item_history and cate_history) describe the same events: equal lengths
+    on every row, or an error naming the first row where they differ."""
+    for group in schema.same_event_groups():
+        first = group[0]
+        for other in group[1:]:
+            differ = np.flatnonzero(lengths[first] != lengths[other])
+            if differ.size:
+                r = int(differ[0])
+                raise UserError(f"{located(source_name, first_line + r, other)}: {lengths[other][r]} events, but "
+                                f"'{first}' has {lengths[first][r]}; the fields of one history describe the same "
+                                "events")
 
 
 def encode_features(table: pa.Table, schema: Schema, vocabs, numeric_stats, raw: dict | None = None,

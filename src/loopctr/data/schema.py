@@ -102,6 +102,13 @@ class Schema:
         paired = [s for _, s in self.sequence_targets()]
         return ([paired] if paired else []) + [[f.name] for f in self.of_type("sequence") if f.name not in paired]
 
+    def same_event_groups(self) -> list[list[str]]:
+        """The sequence groups whose fields are attributes of the same events (item_history and cate_history),
+        so every row holds as many events in each. A group with two fields of one vocabulary holds several
+        event streams (KuaiVideo's clicked and skipped items), whose lengths may differ: the batch aligns them
+        at their newest event."""
+        return [g for g in self.sequence_groups() if len(g) > 1 and len({self.field(n).vocab for n in g}) == len(g)]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

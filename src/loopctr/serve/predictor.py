@@ -37,6 +37,19 @@ class TooLarge(BadRequest):
     """A request over the size limits (answered with HTTP 413)."""
 
 
+def event_count(history, separator: str) -> int:
+    """Events in a raw history (a separator-joined string or a list), without splitting it."""
+    if isinstance(history, str):
+        return history.count(separator) + 1 if history else 0
+    return len(history) if isinstance(history, list) else 0
+
+
+def brief(value, limit: int = 80) -> str:
+    """repr of a value for an error message, cut to `limit` characters (requests may carry megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
 def read_schema_and_vocabs(directory: Path) -> tuple[dict, dict[str, list[str]]]:
     """The schema metadata and the vocabularies that a run or an export directory carries."""
     meta = json.loads((directory / "schema.json").read_text())
@@ -128,6 +141,7 @@ class Predictor:
         self.schema = schema_from_dict(self.meta["schema"])
         self.vocabs = {name: TokenIndex(vocabs[name]) if name in vocabs else HashedTokens()
                        for name in self.schema.vocabularies}
+        self.sequence_limit = sequence_limit(self.schema, self.run.data)
         self.max_rows = max_rows
 
     def resolve_depth(self, depth, budget=None):
@@ -149,10 +163,11 @@ class Predictor:
             if budget is None:
                 return "adaptive", self.exit_record["threshold"]
             if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget <= self.max_depth:
-                raise BadRequest(f"'budget' must be a number of mean passes in 1..{self.max_depth}, got {budget!r}")
+                raise BadRequest(f"'budget' must be a number of mean passes in 1..{self.max_depth}, "
+                                 f"got {brief(budget)}")
             return "adaptive", threshold_for_budget(self.exit_record["calibration"], float(budget))["threshold"]
         if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
-            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth} or \"adaptive\", got {depth!r}")
+            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth} or \"adaptive\", got {brief(depth)}")
         return depth
 
     # -- validation ---------------------------------------------------------------------------------------
@@ -175,6 +190,11 @@ class Predictor:
                 raise BadRequest(f"rows[{i}] has unknown field(s) {extra}; expected {sorted(fields)}")
             for name, spec in fields.items():
                 columns[name].append(self._value(spec, row[name], i))
+            for group in self.schema.same_event_groups():
+                lengths = [event_count(row[name], fields[name].separator) for name in group]
+                if len(set(lengths)) > 1:
+                    raise BadRequest(f"rows[{i}]: {dict(zip(group, lengths))} events; the fields of one history "
+                                     "describe the same events")
         return columns
 
     @property
@@ -182,25 +202,27 @@ class Predictor:
         """Columns of the source files that are not features (label, group) may be sent and are ignored."""
         return {self.schema.label} | ({self.schema.group} if self.schema.group else set())
 
-    @staticmethod
-    def _value(spec, value, i):
+    def _value(self, spec, value, i):
         where = f"rows[{i}].{spec.name}"
         if spec.type == "numeric":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise BadRequest(f"{where} must be a finite number, got {value!r}")
+                raise BadRequest(f"{where} must be a finite number, got {brief(value)}")
             return float(value)
         if spec.type == "categorical":
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise BadRequest(f"{where} must be a string or an integer id, got {value!r}")
+                raise BadRequest(f"{where} must be a string or an integer id, got {brief(value)}")
             return str(value)
+        # only the newest events the model reads are split and checked: a history of millions of events costs
+        # what one of `keep` events does (the JSON parse aside)
+        keep = min(spec.max_len, self.sequence_limit)
         if isinstance(value, str):
-            tokens = value.split(spec.separator) if value else []
+            tokens = value.rsplit(spec.separator, keep)[-keep:] if value and keep else []
         elif isinstance(value, list):
-            tokens = value
+            tokens = value[-keep:] if keep else []
         else:
-            raise BadRequest(f"{where} must be a '{spec.separator}'-joined string or a list, got {value!r}")
+            raise BadRequest(f"{where} must be a '{spec.separator}'-joined string or a list, got {brief(value)}")
         if any(isinstance(t, bool) or not isinstance(t, (str, int)) or t == "" for t in tokens):
-            raise BadRequest(f"{where} has an empty or non-id token: {value!r}")
+            raise BadRequest(f"{where} has an empty or non-id token: {brief(tokens)}")
         return [str(t) for t in tokens]
 
     # -- scoring ------------------------------------------------------------------------------------------
@@ -234,7 +256,7 @@ class Predictor:
         holds the two paths equal."""
         n = len(next(iter(columns.values())))
         features = {}
-        limit = sequence_limit(self.schema, self.run.data)
+        limit = self.sequence_limit
         events = {}
         for f in self.schema.fields:
             values = columns[f.name]

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from loopctr.serve.predictor import BadRequest, Predictor, TooLarge
 
@@ -41,8 +42,11 @@ class ServeConfig:
     max_request_rows: int = 4096
     chunk_rows: int = Predictor.CHUNK_ROWS  # larger batches: scored in length-sorted chunks this large (0: one)
     max_body_bytes: int = 16 << 20
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = 30.0  # scoring: a queued request not answered by then gets 503
     keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
+    header_timeout_s: float = 10.0  # a connection that has not sent a request's headers by then is closed
+    body_timeout_s: float = 30.0  # a body not received whole by then (after the headers) gets 408
+    max_connections: int = 2048  # more open connections (or requests in flight) get 503
     # batches of at most this many rows are scored on the event-loop thread itself, larger ones on the model
     # thread (so that the loop keeps answering meanwhile): for small batches the hand-over, and the two
     # threads taking turns on the GIL at every operator, cost 10-25% of the throughput (BENCHMARKS.md)
@@ -101,6 +105,49 @@ class Metrics:
         lines += self.batch_rows.lines("loopctr_batch_rows")
         lines += self.batch_seconds.lines("loopctr_batch_seconds")
         return "\n".join(lines) + "\n"
+
+
+class BodyTimeout(BadRequest):
+    """A request body that did not arrive in time (answered with HTTP 408)."""
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for each request's headers: uvicorn alone holds open, for
+    ever, a connection that sends nothing or sends its headers a byte at a time (slowloris). The deadline runs
+    from the connection's opening, then from the first byte of each later request on it."""
+
+    header_timeout_s = 10.0
+    _deadline = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._deadline is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 class Job:
@@ -209,10 +256,11 @@ class ScoringApp:
                 code, body, rows = await self._predict(scope, receive)
             except ConnectionAbortedError:  # the client left before sending its whole body
                 return
-        elif method == "GET" and path in self.get_routes:
+        elif method in ("GET", "HEAD") and path in self.get_routes:
             code, body, rows = 200, self.get_routes[path](), 0
         elif path in ENDPOINTS:
-            code, body, rows = 405, {"error": f"{method} {path} is not allowed; use POST /predict, GET others"}, 0
+            code, body, rows = 405, {"error": f"{method} {path} is not allowed; use POST /predict, GET (or HEAD) "
+                                              "the others"}, 0
         else:
             code, body, rows = 404, {"error": f"no endpoint {path}; use POST /predict, GET /health, /metadata, "
                                               f"/metrics"}, 0
@@ -221,10 +269,10 @@ class ScoringApp:
         else:
             data, content_type = json.dumps(body).encode(), b"application/json"
         headers = [(b"content-type", content_type), (b"content-length", str(len(data)).encode())]
-        if code == 413:
+        if code in (408, 413):
             headers.append((b"connection", b"close"))  # an unread body makes the connection unusable
         await send({"type": "http.response.start", "status": code, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        await send({"type": "http.response.body", "body": data if method != "HEAD" else b""})
         # unknown paths are counted together: a label per probed path would grow the metrics without bound
         self.metrics.request(path if path in ENDPOINTS else "other", code, time.perf_counter() - started, rows)
 
@@ -236,8 +284,13 @@ class ScoringApp:
         if int(declared) > limit:
             raise TooLarge(f"body of {int(declared)} bytes exceeds {limit}")
         chunks, size, more = [], 0, True
+        deadline = time.monotonic() + self.config.body_timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except asyncio.TimeoutError:
+                raise BodyTimeout(f"the body did not arrive within {self.config.body_timeout_s}s "
+                                  f"({size} of {int(declared)} bytes)") from None
             if message["type"] == "http.disconnect":
                 raise ConnectionAbortedError
             chunks.append(message.get("body", b""))
@@ -250,9 +303,12 @@ class ScoringApp:
     async def _predict(self, scope, receive) -> tuple[int, dict, int]:
         """(status, JSON body, rows scored) of one POST /predict."""
         try:
+            raw = await self._read_body(scope, receive)
             try:
-                body = json.loads(await self._read_body(scope, receive))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                body = json.loads(raw)
+            except RecursionError:
+                raise BadRequest("malformed JSON: nested too deeply") from None
+            except ValueError as exc:  # not JSON, not UTF-8, or an integer beyond Python's digit limit
                 raise BadRequest(f"malformed JSON: {exc}") from None
             if not isinstance(body, dict):
                 raise BadRequest("the body must be a JSON object with 'rows'")
@@ -264,7 +320,8 @@ class ScoringApp:
             columns = self.predictor.validate(body["rows"])
             depth = self.predictor.resolve_depth(body.get("depth"), body.get("budget"))
         except BadRequest as exc:
-            return (413 if isinstance(exc, TooLarge) else 400), {"error": str(exc)}, 0
+            code = 413 if isinstance(exc, TooLarge) else 408 if isinstance(exc, BodyTimeout) else 400
+            return code, {"error": str(exc)}, 0
         n = len(body["rows"])
         future = asyncio.get_running_loop().create_future()
         self.batcher.submit(Job(columns, n, depth, future))
@@ -289,10 +346,11 @@ class Server:
         self.socket = socket.create_server((self.config.host, self.config.port))
         self.server_address = self.socket.getsockname()[:2]
         self._stopped = threading.Event()
+        protocol = type("Protocol", (HeaderDeadlineProtocol,), {"header_timeout_s": self.config.header_timeout_s})
         self._uvicorn = uvicorn.Server(uvicorn.Config(
-            self.app, http="httptools", loop="auto", lifespan="off", access_log=False, log_level="warning",
-            timeout_keep_alive=int(self.config.keep_alive_s), server_header=False,
-            proxy_headers=False))  # no client addresses are used: one middleware less per request
+            self.app, http=protocol, loop="auto", lifespan="off", access_log=False, log_level="warning",
+            timeout_keep_alive=int(self.config.keep_alive_s), limit_concurrency=self.config.max_connections,
+            server_header=False, proxy_headers=False))  # no client addresses are used: one middleware less
 
     def serve_forever(self) -> None:
         try:

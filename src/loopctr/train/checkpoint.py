@@ -7,8 +7,10 @@ is refused, never executed."""
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,9 @@ LEGACY_NUMPY = [_multiarray._reconstruct, (_multiarray._reconstruct, "numpy.core
 
 
 def save(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, lambda fh: torch.save(obj, fh))
+    buffer = io.BytesIO()  # serialised first: a full disk then fails in a plain write, as an OSError (ENOSPC)
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, lambda fh: fh.write(buffer.getbuffer()))
 
 
 def rng_state() -> dict:
@@ -64,7 +68,9 @@ def load(path: Path, expected_fingerprint: str | None = None) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals(LEGACY_NUMPY):
+        # a foreign pickle protocol draws a warning before the refusal below: the refusal says it all
+        with torch.serialization.safe_globals(LEGACY_NUMPY), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UserError(f"{path}: refused: the file holds Python objects beyond tensors and plain data, and loading "

@@ -73,6 +73,10 @@ class TrainState:
     lr_scale: float = 1.0  # product of plateau reductions
     samples: int = 0
     train_seconds: float = 0.0
+    # the loss window since the last `train` record (sum of loss x samples, samples), kept by mid-epoch
+    # checkpoints so that a resumed run logs the losses an uninterrupted one does
+    window_loss: float = 0.0
+    window_samples: int = 0
     stopped_early: bool = False
     history: list = field(default_factory=list)
 
@@ -292,7 +296,8 @@ class Trainer:
         self.trained.train()
         bar = tqdm(total=steps_per_epoch, initial=st.batch_in_epoch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
                    disable=not (self.env.is_main and sys.stderr.isatty()), leave=False)
-        window_loss, window_samples, window_start = torch.zeros((), device=self.env.device), 0, time.perf_counter()
+        window_loss = torch.tensor(st.window_loss, device=self.env.device)  # float32, as the sums were
+        window_samples, window_start = st.window_samples, time.perf_counter()
         epoch_start = time.perf_counter()
         for batch in self.train_loader.batches(st.epoch, start=st.batch_in_epoch):
             lr = learning_rate(cfg, st.step, total_steps, st.lr_scale)
@@ -320,7 +325,9 @@ class Trainer:
             if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
                 st.train_seconds += time.perf_counter() - epoch_start
                 epoch_start = time.perf_counter()
+                st.window_loss, st.window_samples = float(window_loss), window_samples
                 self._save_checkpoint()
+        st.window_loss, st.window_samples = 0.0, 0  # the epoch's last batch was logged
         st.train_seconds += time.perf_counter() - epoch_start
         bar.close()
 

@@ -29,16 +29,46 @@ def needed_columns(schema: Schema) -> list[str]:
 
 
 def _read_header(path: Path, delimiter: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         first = fh.readline()
+    try:
+        first = first.decode("utf-8-sig")  # a byte-order mark, as spreadsheet exports write, is not a column name
+    except UnicodeDecodeError:
+        raise _non_utf8_line(path, delimiter) from None
     if not first.strip():
         raise UserError(f"{located(path, 1)}: the file is empty; expected a header line with the column names")
-    return next(csv.reader(io.StringIO(first), delimiter=delimiter))
+    header = next(csv.reader(io.StringIO(first), delimiter=delimiter))
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{located(path, 1)}: column(s) {repeated} appear more than once in the header; a reader "
+                        "would have to guess which one is meant: rename or drop the copies")
+    return header
+
+
+def _non_utf8_line(path: Path, delimiter: str) -> UserError | None:
+    """The error naming the first line with bytes that are not UTF-8, and their column; None if there is none."""
+    with open(path, "rb") as fh:
+        header = None
+        for line_number, line in enumerate(fh, start=1):
+            try:
+                text = line.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                column = line[:exc.start].count(delimiter.encode())
+                name = header[column] if header and column < len(header) else None
+                return UserError(f"{located(path, line_number, name)}: byte {line[exc.start]:#04x} is not UTF-8 "
+                                 "text; re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+            if header is None:
+                header = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    return None
 
 
 def _locate_bad_row(path: Path, schema: Schema, header: list[str], numeric: set[str]) -> UserError:
-    """Slow scan (only on the error path) for the first row with a wrong column count or a non-numeric value."""
-    with open(path, newline="", encoding="utf-8") as fh:
+    """Slow scan (only on the error path) for the first row that is not UTF-8, has a wrong column count or a
+    non-numeric value."""
+    not_utf8 = _non_utf8_line(path, schema.delimiter)
+    if not_utf8 is not None:
+        return not_utf8
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=schema.delimiter)
         next(reader)
         for row in reader:
