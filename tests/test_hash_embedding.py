@@ -11,34 +11,35 @@ import torch
 from loopctr.cli.main import main
 from loopctr.config import apply_overrides
 from loopctr.errors import UserError
-from loopctr.layers.hash_embedding import BinaryCodeEmbedding, block_layout
+from loopctr.layers.hash_embedding import BinaryCodeEmbedding, block_widths
 from loopctr.models import build_model, model_class
 
 
 @pytest.mark.parametrize("num_ids,compression", [(60_000, 10), (60_000, 100), (60_000, 1000), (4_082, 10),
                                                  (300, 2), (17, 1000)])
 def test_block_layout_fits_the_budget_and_covers_every_bit(num_ids, compression):
-    width, blocks = block_layout(num_ids, compression)
-    bits = math.ceil(math.log2(num_ids))
-    assert width * blocks >= bits and width * (blocks - 1) < bits  # every bit in exactly one block
-    rows = blocks * 2 ** width
-    assert rows <= num_ids / compression or width == 1
-    if width < bits:  # the next wider block would not fit
-        assert math.ceil(bits / (width + 1)) * 2 ** (width + 1) > num_ids / compression
+    widths = block_widths(num_ids, compression)
+    bits, width = math.ceil(math.log2(num_ids)), widths[0]
+    assert sum(widths) == bits and set(widths[:-1]) <= {width} and widths[-1] <= width  # each bit in one block
+    rows = lambda ws: sum(2 ** w for w in ws)  # noqa: E731
+    assert rows(widths) <= num_ids / compression or width == 1
+    if width < bits:  # the next wider blocks would not fit
+        wider = [width + 1] * (bits // (width + 1)) + ([bits % (width + 1)] if bits % (width + 1) else [])
+        assert rows(wider) > num_ids / compression
 
 
 def test_blocks_are_the_bits_of_the_id_and_distinct_ids_get_distinct_vectors():
     torch.manual_seed(0)
-    table = BinaryCodeEmbedding(1000, 4, compression=10)  # 10 bits: blocks of 5 bits, 2 x 32 rows
-    assert (table.width, table.blocks, table.table.num_embeddings) == (5, 2, 64)
-    assert table.compression == pytest.approx(1000 / 64)
-    ids = torch.tensor([[0b10011_00101, 7]])
-    assert table.rows(ids).tolist() == [[[0b00101, 32 + 0b10011], [7, 32]]]
+    table = BinaryCodeEmbedding(1000, 4, compression=10)  # 10 bits, 100 rows: blocks of 6 and 4 bits, 64 + 16 rows
+    assert (table.widths, table.table.num_embeddings) == ([6, 4], 80)
+    assert table.compression == pytest.approx(1000 / 80)
+    ids = torch.tensor([[0b1001_100101, 7]])
+    assert table.rows(ids).tolist() == [[[0b100101, 64 + 0b1001], [7, 64]]]
     table.reset_parameters(1.0)
     vectors = table(torch.arange(1000))
     assert torch.equal(vectors[0], torch.zeros(4))  # the padding id
     assert torch.unique(vectors[1:].round(decimals=5), dim=0).shape[0] == 999  # no two ids collapse
-    torch.testing.assert_close(vectors[0b10011_00101], table.table.weight[0b00101] + table.table.weight[32 + 0b10011])
+    torch.testing.assert_close(vectors[0b1001_100101], table.table.weight[0b100101] + table.table.weight[64 + 0b1001])
 
 
 @pytest.mark.parametrize("name", ["dnn", "din", "dcnv2", "loopctr", "suan"])
@@ -143,7 +144,7 @@ def test_a_hashed_vocabulary_gives_unseen_tokens_their_own_ids_and_predictions(t
     predictor = Predictor(run)
     table = predictor.model.embedding.tables["item"]
     # 31-bit codes in 1-bit blocks: the smallest table a hashed vocabulary has (2 rows per bit)
-    assert isinstance(table, BinaryCodeEmbedding) and (table.width, table.table.num_embeddings) == (1, 62)
+    assert isinstance(table, BinaryCodeEmbedding) and (table.widths, table.table.num_embeddings) == ([1] * 31, 62)
     row = {"user": "u1", "shop": "s1", "history": "i1^i2"}
     first, second, seen = predictor.predict([{**row, "item": "never-1"}, {**row, "item": "never-2"},
                                              {**row, "item": "i3"}])
