@@ -101,3 +101,61 @@ def scaling_figure(series, x_label: str, y_label: str, path: Path) -> None:
     ax.legend(loc="best", fontsize=7)
     ax.set_title(f"{y_label} against {x_label}: y = a x^-b + c, points are seeds", fontsize=9)
     save(fig, path)
+
+
+def leaderboard_figure(rows: list[tuple[str, list[float]]], path: Path, title: str = "") -> None:
+    """Test AUC per label (best first, as `rows` come): the mean with one std as error bar, every seed a point."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.35 * len(rows)))
+    for i, (label, values) in enumerate(rows):
+        v = np.asarray(values, dtype=float)
+        ax.errorbar(v.mean(), i, xerr=v.std(ddof=1) if v.size > 1 else 0.0, fmt="s", color="C0", capsize=3)
+        ax.plot(v, np.full(v.size, i), "o", color="C1", alpha=0.6, ms=4)
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("test AUC (square: mean ± std over seeds; dots: seeds)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=9)
+    save(fig, path)
+
+
+def curves_figure(rows: list[tuple[str, list[list[tuple[int, float]]]]], path: Path, title: str = "") -> None:
+    """Validation AUC by epoch per label: the mean over the seeds that reached each epoch, seeds faint."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, curves) in enumerate(rows):
+        for curve in curves:
+            ax.plot([e for e, _ in curve], [a for _, a in curve], "-", color=f"C{i % 10}", alpha=0.25, lw=1)
+        epochs = sorted({e for curve in curves for e, _ in curve})
+        mean = [np.mean([a for curve in curves for e, a in curve if e == epoch]) for epoch in epochs]
+        ax.plot(epochs, mean, "o-", color=f"C{i % 10}", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    save(fig, path)
+
+
+def depth_by_label_figure(rows: list[tuple[str, list[list[dict]]]], path: Path, title: str = "") -> None:
+    """Test AUC by inference depth per looped label (mean over seeds, one std as band)."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (label, evaluations) in enumerate(rows):
+        depths = sorted({d["depth"] for ev in evaluations for d in ev})
+        values = [[d["auc"] for ev in evaluations for d in ev if d["depth"] == depth] for depth in depths]
+        mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
+        ax.plot(depths, mean, "o-", color=f"C{i % 10}", label=label)
+        ax.fill_between(depths, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
+    ax.set_xlabel("inference depth (loop passes)")
+    ax.set_ylabel("test AUC")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    save(fig, path)

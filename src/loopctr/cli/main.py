@@ -81,6 +81,13 @@ def cmd_export(args):
     print(f"wrote {export(args.run, args.format, args.depth, args.out)}")
 
 
+def cmd_report(args):
+    from loopctr.report import write_report
+
+    print(write_report(args.runs, Path(args.out)))
+    print(f"\nwrote {Path(args.out) / 'report.md'} and its figures")
+
+
 def cmd_scale(args):
     from loopctr.scaling.sweep import Sweep, fit_results, parse_grid, run_sweep
 
@@ -182,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "to continue)")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings of every run, e.g. epochs=5")
     s.set_defaults(func=cmd_scale)
+
+    s = sub.add_parser("report", help="tables (mean ± std over seeds, paired tests, depths) and figures of runs")
+    s.add_argument("runs", nargs="+", help="run directories, or directories with runs up to two levels below")
+    s.add_argument("--out", required=True, help="directory for report.md and its PNG figures")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("models", help="list the available models")
     s.set_defaults(func=lambda a: print("\n".join(sorted(__import__("loopctr.models", fromlist=["MODELS"]).MODELS))))
