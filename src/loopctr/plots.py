@@ -21,6 +21,16 @@ def save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
+def _finish(fig, ax, path: Path, x_label: str, y_label: str, title: str, legend_size: int = 7) -> None:
+    """Axis labels, a light grid, the legend and the title; then the PNG."""
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=legend_size)
+    ax.set_title(title, fontsize=9)
+    save(fig, path)
+
+
 def depth_figure(report: dict, path: Path, title: str = "") -> None:
     """A looped model's evaluation by depth (an eval.json report with `by_depth`): AUC and logloss by depth with
     the oracle's AUC, the mean |p_t - p_1|, and per pass the relative update of the loop state."""
@@ -66,12 +76,7 @@ def adaptive_figure(report: dict, path: Path, title: str = "") -> None:
     ax.axhline(report["oracle"]["auc"], ls="--", color="grey", label="per-sample oracle")
     ax.plot([report["mean_passes"]], [report["auc"]], "o", color="tab:red",
             label=f"chosen on validation (budget {report['budget']:g})")
-    ax.set_xlabel("mean loop passes per row")
-    ax.set_ylabel("AUC")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    save(fig, path)
+    _finish(fig, ax, path, "mean loop passes per row", "AUC", title, legend_size=8)
 
 
 def scaling_figure(series, x_label: str, y_label: str, path: Path) -> None:
@@ -133,12 +138,7 @@ def curves_figure(rows: list[tuple[str, list[list[tuple[int, float]]]]], path: P
         epochs = sorted({e for curve in curves for e, _ in curve})
         mean = [np.mean([a for curve in curves for e, a in curve if e == epoch]) for epoch in epochs]
         ax.plot(epochs, mean, "o-", color=f"C{i % 10}", ms=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation AUC")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    save(fig, path)
+    _finish(fig, ax, path, "epoch", "validation AUC", title)
 
 
 def depth_by_label_figure(rows: list[tuple[str, list[list[dict]]]], path: Path, title: str = "") -> None:
@@ -153,9 +153,4 @@ def depth_by_label_figure(rows: list[tuple[str, list[list[dict]]]], path: Path, 
         mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
         ax.plot(depths, mean, "o-", color=f"C{i % 10}", label=label)
         ax.fill_between(depths, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
-    ax.set_xlabel("inference depth (loop passes)")
-    ax.set_ylabel("test AUC")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    save(fig, path)
+    _finish(fig, ax, path, "inference depth (loop passes)", "test AUC", title)
