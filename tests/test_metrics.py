@@ -74,3 +74,16 @@ def test_oracle_picks_lowest_logloss_depth():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         M.auc([0, 1], [0.1])
+
+
+def test_reliability_bins_and_expected_calibration_error():
+    from loopctr.metrics import expected_calibration_error, reliability
+
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    p = np.array([0.05, 0.1, 0.1, 0.9, 0.95, 0.9, 1.0, 0.5])
+    bins = reliability(y, p, bins=4)  # [0, .25): 3 rows, [.5, .75): 1, [.75, 1]: 4 (1.0 in the last bin)
+    assert [(b["lower"], b["count"]) for b in bins] == [(0.0, 3), (0.5, 1), (0.75, 4)]
+    assert bins[0]["mean_pred"] == pytest.approx(0.25 / 3) and bins[0]["mean_label"] == pytest.approx(1 / 3)
+    expected = (3 * abs(0.25 / 3 - 1 / 3) + 1 * abs(0.5 - 0) + 4 * abs(3.75 / 4 - 3 / 4)) / 8
+    assert expected_calibration_error(y, p, bins=4) == pytest.approx(expected)
+    assert expected_calibration_error(y, y.astype(float)) == 0.0  # certain and right: perfectly calibrated

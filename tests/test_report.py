@@ -47,7 +47,7 @@ def test_report_tables_tests_and_figures(runs, tmp_path, capsys):
     paired = page.split("Paired over seeds against")[1].split("Test AUC by inference depth")[0]
     assert len([line for line in paired.splitlines() if line.startswith("| ") and " | 2 | " in line]) == 2
     assert "| loop | 2 | " in page.split("Test AUC by inference depth")[1] and "| oracle AUC |" in page
-    for name in ("leaderboard-0.png", "curves-0.png", "depths-0.png"):
+    for name in ("leaderboard-0.png", "curves-0.png", "calibration-0.png", "depths-0.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000 and f"]({name})" in page
     assert page in capsys.readouterr().out

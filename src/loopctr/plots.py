@@ -154,3 +154,20 @@ def depth_by_label_figure(rows: list[tuple[str, list[list[dict]]]], path: Path, 
         ax.plot(depths, mean, "o-", color=f"C{i % 10}", label=label)
         ax.fill_between(depths, mean - std, mean + std, color=f"C{i % 10}", alpha=0.15)
     _finish(fig, ax, path, "inference depth (loop passes)", "test AUC", title)
+
+
+def reliability_figure(rows: list[tuple[str, list[list[dict]]]], path: Path, title: str = "") -> None:
+    """Reliability diagram per label: click rate against mean prediction in each prediction bin, the seeds'
+    bins pooled; the diagonal is perfect calibration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
+    for i, (label, seeds) in enumerate(rows):
+        pooled: dict[float, list[float]] = {}
+        for bins in seeds:
+            for b in bins:
+                n, p, y = pooled.setdefault(b["lower"], [0, 0.0, 0.0])
+                pooled[b["lower"]] = [n + b["count"], p + b["count"] * b["mean_pred"], y + b["count"] * b["mean_label"]]
+        points = [(p / n, y / n) for n, p, y in (pooled[k] for k in sorted(pooled))]
+        ax.plot([p for p, _ in points], [y for _, y in points], "o-", color=f"C{i % 10}", ms=3, label=label)
+    _finish(fig, ax, path, "mean prediction in the bin", "click rate in the bin", title)

@@ -96,7 +96,8 @@ def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
             differ = sorted(k for k in set().union(*namesakes)
                             if len({json.dumps(s.get(k), default=str) for s in namesakes}) > 1)
             shown = lambda v: "''" if v == "" else v  # noqa: E731
-            suffix = " [" + ", ".join(f"{k.split('.', 1)[-1]}={shown(members[0].settings.get(k))}" for k in differ) + "]"
+            suffix = " [" + ", ".join(f"{k.split('.', 1)[-1]}={shown(members[0].settings.get(k))}"
+                                      for k in differ) + "]"
             groups.setdefault(dataset, {})[label + (suffix if differ else "")] = members
     return groups
 
@@ -149,13 +150,14 @@ def leaderboard(labels: dict[str, list[Run]]) -> list[tuple[str, list[Run]]]:
 
 
 def leaderboard_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
-    lines = ["| label | model | seeds | test AUC | gAUC | logloss | best epoch / run | dense params | "
-             "embedding params | train samples/s | eval samples/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| label | model | seeds | test AUC | gAUC | logloss | ECE | best epoch / run | dense params | "
+             "embedding params | train samples/s | eval samples/s |", "|---" * 12 + "|"]
     for label, runs in rows:
         m = [r.metrics for r in runs]
         gauc = mean_std([x["gauc"] for x in m]) if all("gauc" in x for x in m) else "-"
+        ece = mean_std([x["ece"] for x in m]) if all("ece" in x for x in m) else "-"
         lines.append(f"| {label} | {runs[0].model} | {', '.join(str(r.seed) for r in runs)} | "
-                     f"{mean_std([x['auc'] for x in m])} | {gauc} | {mean_std([x['logloss'] for x in m])} | "
+                     f"{mean_std([x['auc'] for x in m])} | {gauc} | {mean_std([x['logloss'] for x in m])} | {ece} | "
                      + ", ".join(f"{x['best_epoch']}/{x['epochs_run']}" for x in m)
                      + f" | {m[0]['params_dense']:,} | {m[0]['params_embedding']:,} | "
                      f"{np.mean([x['train_samples_per_s'] for x in m]):,.0f} | "
@@ -215,6 +217,10 @@ def write_report(paths: list, out: Path) -> str:
                        [(label, [r.metrics["auc"] for r in runs]) for label, runs in rows], p, dataset),
                    f"curves-{i}.png": lambda p: plots.curves_figure(
                        [(label, [r.valid_curve for r in runs]) for label, runs in rows], p, dataset)}
+        calibrated = [(label, [r.metrics["reliability"] for r in runs]) for label, runs in rows
+                      if all("reliability" in r.metrics for r in runs)]
+        if calibrated:
+            figures[f"calibration-{i}.png"] = lambda p: plots.reliability_figure(calibrated, p, dataset)
         if depths:
             figures[f"depths-{i}.png"] = lambda p: plots.depth_by_label_figure(
                 [(label, [r.evaluation["by_depth"] for r in runs if r.evaluation]) for label, runs in rows

@@ -113,6 +113,28 @@ def calibration(labels, preds) -> float:
     return float(p.mean() / y.mean()) if y.mean() > 0 else float("nan")
 
 
+RELIABILITY_BINS = 15  # equal-width bins over [0, 1], as in Guo et al. (2017)
+
+
+def reliability(labels, preds, bins: int = RELIABILITY_BINS) -> list[dict]:
+    """The reliability diagram: for each non-empty equal-width bin of predictions, its bounds, size, mean
+    prediction and click rate."""
+    y, p = _as_arrays(labels, preds)
+    index = np.minimum((p * bins).astype(np.int64), bins - 1)
+    count = np.bincount(index, minlength=bins)
+    pred_sum, label_sum = np.bincount(index, p, bins), np.bincount(index, y, bins)
+    return [{"lower": b / bins, "upper": (b + 1) / bins, "count": int(count[b]),
+             "mean_pred": float(pred_sum[b] / count[b]), "mean_label": float(label_sum[b] / count[b])}
+            for b in range(bins) if count[b]]
+
+
+def expected_calibration_error(labels, preds, bins: int = RELIABILITY_BINS) -> float:
+    """ECE: the rows' share-weighted mean of |mean prediction - click rate| over the reliability bins."""
+    rows = reliability(labels, preds, bins)
+    total = sum(r["count"] for r in rows)
+    return float(sum(r["count"] * abs(r["mean_pred"] - r["mean_label"]) for r in rows) / total) if total else 0.0
+
+
 def oracle_predictions(labels, preds_by_depth) -> tuple[np.ndarray, np.ndarray]:
     """Per sample, the prediction of the depth with the lowest logloss, and that depth's index.
 
@@ -125,14 +147,16 @@ def oracle_predictions(labels, preds_by_depth) -> tuple[np.ndarray, np.ndarray]:
 
 
 def all_metrics(labels, preds, groups=None) -> dict[str, float]:
-    """The standard report: auc, gauc (when groups are given), logloss, ne, calibration."""
+    """The standard report: auc, gauc (when groups are given), logloss, ne, calibration, ece."""
     out = {"auc": auc(labels, preds)}
     if groups is not None:
         out["gauc"] = gauc(labels, preds, groups)
     out["logloss"] = logloss(labels, preds)
     out["ne"] = normalized_entropy(labels, preds)
     out["calibration"] = calibration(labels, preds)
+    out["ece"] = expected_calibration_error(labels, preds)
     return out
 
 
-__all__ = ["auc", "gauc", "logloss", "normalized_entropy", "calibration", "oracle_predictions", "all_metrics"]
+__all__ = ["auc", "gauc", "logloss", "normalized_entropy", "calibration", "reliability",
+           "expected_calibration_error", "oracle_predictions", "all_metrics"]

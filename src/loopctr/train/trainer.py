@@ -19,6 +19,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from loopctr import metrics as M
 from loopctr.atomic import atomic_write_text
 from loopctr.config import apply_overrides, flatten
 from loopctr.data.dataset import PreparedDataset
@@ -411,6 +412,7 @@ class Trainer:
                 metrics = split_metrics(arrays)
                 if split == "test":
                     report.update({k: v for k, v in metrics.items()})
+                    report["reliability"] = M.reliability(arrays["labels"], arrays["preds"])
                     report["eval_samples_per_s"] = speed * self.env.world_size
                 else:
                     report["valid"] = {k: v for k, v in metrics.items() if isinstance(v, float)}
