@@ -88,6 +88,24 @@ def cmd_report(args):
     print(f"\nwrote {Path(args.out) / 'report.md'} and its figures")
 
 
+def cmd_tune(args):
+    from loopctr.scaling.sweep import Sweep, parse_grid
+    from loopctr.tune import tune
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    budget = args.time_budget_hours * 3600 if args.time_budget_hours is not None else None
+    sweep = Sweep(Path(args.data), Path(args.out), [args.model], parse_grid(args.grid), seeds, args.overrides, budget)
+    summary = tune(sweep, args.random, args.search_seed, args.jobs)
+    monitor = summary["monitor"]
+    rows = [{"settings": " ".join(f"{k}={v}" for k, v in p["settings"].items()), "seeds": p["seeds"],
+             f"valid {monitor}": p[f"valid_{monitor}"], "std": p["valid_std"]} for p in summary["points"]]
+    print(text_table(rows, ["settings", "seeds", f"valid {monitor}", "std"]))
+    chosen = " ".join(f"{k}={v}" for k, v in summary["chosen"]["settings"].items())
+    test = "  ".join(f"{k} {v:.4f}" for k, v in summary["chosen_test"].items())
+    print(f"chosen on validation: {chosen}; its test metrics (mean over its seeds): {test}")
+    print(f"wrote {Path(args.out) / 'tune.json'}")
+
+
 def cmd_scale(args):
     from loopctr.scaling.sweep import Sweep, fit_results, parse_grid, run_sweep
 
@@ -189,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "to continue)")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="settings of every run, e.g. epochs=5")
     s.set_defaults(func=cmd_scale)
+
+    s = sub.add_parser("tune", help="grid or random search over settings and seeds, selected on validation")
+    s.add_argument("--data", required=True, help="prepared dataset directory")
+    s.add_argument("--out", required=True, help="search directory: runs/ and tune.json")
+    s.add_argument("--model", required=True)
+    s.add_argument("--grid", action="append", required=True, metavar="key=v1,v2,...",
+                   help="a setting and its values (repeatable; the search space is their product)")
+    s.add_argument("--seeds", default="1", help="comma-separated seeds of every point (default 1)")
+    s.add_argument("--random", type=int, help="train this many points drawn from the grid (default: all of it)")
+    s.add_argument("--search-seed", type=int, default=0, help="the seed of the random draw")
+    s.add_argument("--jobs", type=int, default=1, help="runs trained at a time; the cores are shared out among "
+                                                       "them as torch threads")
+    s.add_argument("--time-budget-hours", type=float, help="start no new run after this long")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="settings of every run, e.g. epochs=5")
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("report", help="tables (mean ± std over seeds, paired tests, depths) and figures of runs")
     s.add_argument("runs", nargs="+", help="run directories, or directories with runs up to two levels below")
