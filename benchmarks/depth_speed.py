@@ -1,7 +1,7 @@
 """Inference speed of a looped model at each depth: samples/s of the forward pass over a split.
 
 Each depth is a separate pass over the same batches (the model computes exactly `depth` passes of its loop
-block), best of `--repeats` with the depths interleaved, after a warm-up; batches are assembled once,
+block; a model without loop depths, such as SUAN, is one forward), best of `--repeats` with the depths interleaved, after a warm-up; batches are assembled once,
 beforehand, so only the model is timed. Prints one markdown row per (run, depth), with the ratio to the run's depth-1 speed.
 
     python benchmarks/depth_speed.py --run RUN [--run RUN2 ...] [--depths 1,2,3] [--split test]
@@ -101,8 +101,12 @@ def predicted_speed(speeds: dict, depths: list[int], mean_passes: float, seen: i
 def samples_per_s(model, batches, seen: int, depths: list[int], repeats: int,
                   baselines: dict | None = None) -> dict:
     """Best-of-`repeats` samples/s over the batches at every depth (keys: the depths) and of every other forward
-    in `baselines` (keys: their names), all interleaved (`best_of`)."""
-    forwards = {depth: lambda b, d=depth: model(b, depths=[d]) for depth in depths}
+    in `baselines` (keys: their names), all interleaved (`best_of`). A model without depths has one forward,
+    under the key of the first depth."""
+    if model.trained_depths() is None:
+        forwards = {depths[0]: model}
+    else:
+        forwards = {depth: lambda b, d=depth: model(b, depths=[d]) for depth in depths}
     forwards.update(baselines or {})
 
     def over_batches(forward):
@@ -143,11 +147,13 @@ def main():
         others = dict(baselines)
         if args.adaptive:
             others["adaptive"], mean_passes = adaptive_forward(model, run)
+        looped = model.trained_depths() is not None
         speeds = samples_per_s(model, batches, seen, depths, args.repeats, others)
         base = speeds[depths[0]]
         label = Path(run).name + (f" with {' '.join(args.model_set)}" if args.model_set else "")
-        for depth in depths:
-            print(f"| {label} | {depth} | {speeds[depth]:,.0f} | {speeds[depth] / base:.2f}x |", flush=True)
+        for depth in depths if looped else depths[:1]:
+            print(f"| {label} | {depth if looped else '-'} | {speeds[depth]:,.0f} | {speeds[depth] / base:.2f}x |",
+                  flush=True)
         if args.adaptive:
             m = mean_passes()
             predicted = predicted_speed(speeds, depths, m, seen)
