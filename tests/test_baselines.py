@@ -312,8 +312,11 @@ def test_onetrans_pyramid_schedule(tiny_dataset):
     model = build_model("onetrans", tiny_dataset.schema, tiny_dataset.vocab_sizes,
                         OneTransConfig(embedding_dim=8, model_dim=16, num_layers=6))
     model.max_events = 100
-    assert model.schedule(100) == [50, 25, 12, 6, 3, 0]  # the S-token queries per layer
-    assert model.schedule(7) == [7, 7, 7, 6, 3, 0]
+    assert model.schedule() == [50, 25, 12, 6, 3, 0]  # the S-token queries per layer
+    block, t = model.blocks[0], model.config.ns_tokens
+    x, mask = torch.randn(2, 7 + t, 16), torch.ones(2, 7 + t, dtype=torch.bool)
+    assert block(x, mask, 25)[0].shape == (2, 7 + t, 16)  # fewer S-tokens than the layer keeps: all of them
+    assert block(x, mask, 3)[0].shape == (2, 3 + t, 16)  # the newest 3
 
 
 def test_fat_field_aware_projections_and_modulation(tiny_dataset, tiny_batch):

@@ -65,9 +65,11 @@ class MTGR(CTRModel):
         self.head = self.mlp_head(c.model_dim)
 
     def mask(self, event_mask: torch.Tensor, n_profile: int) -> tuple[torch.Tensor, torch.Tensor]:
-        b, length = event_mask.shape
+        b = event_mask.shape[0]
         key_mask = torch.cat([event_mask, event_mask.new_ones(b, n_profile + 1)], dim=1)
-        types = torch.tensor([EVENT] * length + [PROFILE] * n_profile + [CANDIDATE], device=event_mask.device)
+        # built from the mask, not from its width as a Python number: an export then follows any history width
+        types = torch.cat([torch.full_like(event_mask[0], EVENT, dtype=torch.long),
+                           torch.tensor([PROFILE] * n_profile + [CANDIDATE], device=event_mask.device)])
         is_candidate = types == CANDIDATE
         allowed = attention_mask(key_mask, "target_aware", blocked_keys=is_candidate, blocked_queries=~is_candidate)
         if self.config.sequence_causal:
@@ -85,10 +87,9 @@ class MTGR(CTRModel):
         tokens.append(self.candidate_proj(context.flatten(1)).unsqueeze(1))
         x = torch.cat(tokens, dim=1)
         mask, types = self.mask(event_mask, len(self.profile_index))
-        n = x.shape[1]
         for layer in self.layers[:-1]:
             x = layer(x, mask, groups=types)
-        return self.layers[-1](x, mask[..., n - 1:, :], groups=types, query=slice(n - 1, n))[:, 0]
+        return self.layers[-1](x, mask[..., -1:, :], groups=types, query=slice(-1, None))[:, 0]
 
     def forward(self, batch):
         emb = self.embedding(batch, fields=[f for pair in self.pairs for f in pair])

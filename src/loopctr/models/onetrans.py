@@ -83,22 +83,22 @@ class OneTransBlock(nn.Module):
         self.dropout = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, token_mask: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, n_s + T, d) -> the newest `keep` S-tokens and the T NS-tokens, with their token mask."""
-        b, n, d = x.shape
-        n_q = keep + self.t
-        query = slice(n - n_q, n)
+        """x (B, n_s + T, d) -> the newest `keep` S-tokens (all n_s when fewer) and the T NS-tokens, with their
+        token mask. Every slice counts from the end, so `keep` need not know n_s: an export follows any width."""
+        b, _, d = x.shape
+        query = slice(-(keep + self.t), None)
         heads = lambda z: z.view(b, z.shape[1], self.h, d // self.h).transpose(1, 2)  # noqa: E731
         q, k, v = self.qkv(self.norm_attn(x)).chunk(3, dim=-1)
         mask = attention_mask(token_mask, "causal", query=query)
         y = F.scaled_dot_product_attention(heads(q[:, query]), heads(k), heads(v), attn_mask=mask,
                                            dropout_p=self.dropout_p if self.training else 0.0)
-        x = x[:, query] + self.dropout(self.out(y.transpose(1, 2).reshape(b, n_q, d)))
+        x = x[:, query] + self.dropout(self.out(y.transpose(1, 2).reshape(b, y.shape[2], d)))
         token_mask = token_mask[:, query]
         h = self.norm_ffn(x)
-        ns = h[:, keep:]
+        ns = h[:, -self.t:]
         gate, up = self.ffn_ns_in(ns).chunk(2, dim=-1)
         ffn_ns = self.ffn_ns_out(F.silu(gate) * up)
-        ffn_s = self.ffn_s(h[:, :keep])
+        ffn_s = self.ffn_s(h[:, :-self.t])
         return x + self.dropout(torch.cat([ffn_s, ffn_ns], dim=1)), token_mask
 
 
@@ -121,12 +121,13 @@ class OneTrans(CTRModel):
         self.norm = RMSNorm(c.model_dim)
         self.head = self.mlp_head(c.ns_tokens * c.model_dim)
 
-    def schedule(self, n_s: int) -> list[int]:
-        """How many S-tokens each layer keeps as queries (and outputs)."""
+    def schedule(self) -> list[int]:
+        """How many of the newest S-tokens each layer keeps as queries (and outputs); a layer keeps all of a
+        batch's S-tokens when it has fewer. Fixed by the schema's longest history, not by the batch."""
         layers = len(self.blocks)
         if not self.config.pyramid:
-            return [n_s] * (layers - 1) + [0]
-        return [min(n_s, self.max_events // 2 ** (i + 1)) for i in range(layers - 1)] + [0]
+            return [self.max_events] * (layers - 1) + [0]
+        return [self.max_events // 2 ** (i + 1) for i in range(layers - 1)] + [0]
 
     def encode(self, events: torch.Tensor | None, mask: torch.Tensor | None, ns: torch.Tensor) -> torch.Tensor:
         """S-tokens (b, L, d_model) with their mask (or None: no sequence) and NS-tokens (b, T, d_model) -> the
@@ -136,7 +137,7 @@ class OneTrans(CTRModel):
         if events is not None:
             x = torch.cat([events, ns], dim=1)
             token_mask = torch.cat([mask, token_mask], dim=1)
-        for block, keep in zip(self.blocks, self.schedule(x.shape[1] - self.config.ns_tokens)):
+        for block, keep in zip(self.blocks, self.schedule()):
             x, token_mask = block(x, token_mask, keep)
         return self.norm(x).flatten(1)
 
