@@ -73,27 +73,6 @@ def write_csvs(directory: Path, raw: bytes) -> Path:
     return directory
 
 
-def raw_rows(data: Path, n: int) -> list[dict]:
-    """The first n test rows of a prepared dataset as raw request rows (ids back to their tokens)."""
-    from loopctr.data.dataset import PreparedDataset
-
-    ds = PreparedDataset(data)
-    split, vocabs = ds.split("test"), ds.vocabularies
-    token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
-    rows = []
-    for r in range(n):
-        row = {}
-        for f in ds.schema.fields:
-            values = np.asarray(split.column(f.name))
-            if f.type == "sequence":
-                offsets = split.column(f.name + ".offsets")
-                row[f.name] = "^".join(token(f.vocab, int(i)) for i in values[offsets[r]:offsets[r + 1]])
-            else:
-                row[f.name] = token(f.vocab, int(values[r]))
-        rows.append(row)
-    return rows
-
-
 def cli_classes(work: Path, data: Path, run: Path) -> list[tuple[str, list]]:
     """(class, argv) of every bad command line and file; each must be a one-line error."""
     classes = [
@@ -403,7 +382,9 @@ def main():
     run = work / "din"
     assert cli("train", "--data", data, "--model", "din", "--out", run, "epochs=1", "dnn_hidden_units=[16]",
                "attention_hidden_units=[8]", *SMALL).returncode == 0
-    rows = raw_rows(data, n=8)
+    from loopctr.data.dataset import PreparedDataset
+
+    rows = PreparedDataset(data).raw_rows("test", 8)
     report = {"bad_inputs": bad_inputs(work, data, run, rows), "kill9": kills(work, data, args.kills, args.seed),
               "load": load(run, rows, args.good, args.bad, args.slowloris, args.big_mb, args.seconds)}
     (work / "fault_suite.json").write_text(json.dumps(report, indent=2))

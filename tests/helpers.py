@@ -6,7 +6,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 
 X1_HEADER = "label,user_id,item_id,cate_id,item_history,cate_history"
 
@@ -35,22 +34,7 @@ def raw_rows(tiny_data, split="test", n=40):
     """Rows of a prepared split turned back into raw source values (ids -> tokens)."""
     from loopctr.data.dataset import PreparedDataset
 
-    ds = PreparedDataset(tiny_data)
-    part = ds.split(split)
-    vocabs = ds.vocabularies
-    token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
-    rows = []
-    for r in range(n):
-        row = {}
-        for f in ds.schema.fields:
-            if f.type == "sequence":
-                off = part.column(f.name + ".offsets")
-                ids = np.asarray(part.column(f.name))[off[r]:off[r + 1]]
-                row[f.name] = "^".join(token(f.vocab, int(i)) for i in ids)
-            else:
-                row[f.name] = token(f.vocab, int(part.column(f.name)[r]))
-        rows.append(row)
-    return rows
+    return PreparedDataset(tiny_data).raw_rows(split, n)
 
 
 def load_script(name: str):

@@ -23,7 +23,7 @@ import numpy as np
 
 from loopctr.atomic import atomic_write_text
 from loopctr.errors import UserError
-from loopctr.scaling.sweep import Sweep, check_settings, overrides_of, run_name
+from loopctr.scaling.sweep import Sweep, check_settings, overrides_of
 
 LOWER_IS_BETTER = {"logloss", "ne"}
 
@@ -54,8 +54,7 @@ def _train(sweep: Sweep, model: str, point: dict, seed: int, run: Path, threads:
 def run_search(sweep: Sweep, points: list[dict], jobs: int, log=print) -> None:
     check_settings(sweep)
     threads = max(1, available_cores() // jobs)
-    todo = [(m, p, s, sweep.out / "runs" / name) for m, p, s, name in runs_of(sweep, points)
-            if not (sweep.out / "runs" / name / "metrics.json").is_file()]
+    todo = [run for run in sweep.runs(points) if not (run[3] / "metrics.json").is_file()]
     (sweep.out / "runs").mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with ThreadPoolExecutor(jobs) as pool:
@@ -77,24 +76,18 @@ def over_budget(sweep: Sweep, start: float) -> bool:
     return sweep.time_budget_s is not None and time.monotonic() - start >= sweep.time_budget_s
 
 
-def runs_of(sweep: Sweep, points: list[dict]) -> list[tuple[str, dict, int, str]]:
-    return [(m, p, s, run_name(m, p, s)) for m in sweep.models for p in points for s in sweep.seeds]
-
-
 def summarize(sweep: Sweep, points: list[dict]) -> dict:
     """Every point's validation score over its finished seeds, the chosen point, and its test metrics."""
-    runs_dir = sweep.out / "runs"
     rows = []
     for model in sweep.models:
         for point in points:
-            finished = [runs_dir / name for m, _, _, name in runs_of(sweep, [point])
-                        if m == model and (runs_dir / name / "metrics.json").is_file()]
+            finished = [run for m, _, _, run in sweep.runs([point]) if m == model and (run / "metrics.json").is_file()]
             if finished:
                 reports = [json.loads((run / "metrics.json").read_text()) for run in finished]
                 rows.append({"model": model, "settings": point, "seeds": len(reports), "reports": reports})
     if not rows:
         raise UserError(f"{sweep.out}: no finished run to choose from")
-    monitor = monitor_of(runs_dir)
+    monitor = monitor_of(sweep.out / "runs")
     sign = 1.0 if monitor in LOWER_IS_BETTER else -1.0
     for row in rows:
         values = [r["valid"][monitor] for r in row["reports"]]

@@ -88,13 +88,19 @@ def cmd_report(args):
     print(f"\nwrote {Path(args.out) / 'report.md'} and its figures")
 
 
-def cmd_tune(args):
+def sweep_of(args, models: list[str]):
+    """The runs of `loopctr scale` or `loopctr tune` from their shared options."""
     from loopctr.scaling.sweep import Sweep, parse_grid
-    from loopctr.tune import tune
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     budget = args.time_budget_hours * 3600 if args.time_budget_hours is not None else None
-    sweep = Sweep(Path(args.data), Path(args.out), [args.model], parse_grid(args.grid), seeds, args.overrides, budget)
+    return Sweep(Path(args.data), Path(args.out), models, parse_grid(args.grid), seeds, args.overrides, budget)
+
+
+def cmd_tune(args):
+    from loopctr.tune import tune
+
+    sweep = sweep_of(args, [args.model])
     summary = tune(sweep, args.random, args.search_seed, args.jobs)
     monitor = summary["monitor"]
     rows = [{"settings": " ".join(f"{k}={v}" for k, v in p["settings"].items()), "seeds": p["seeds"],
@@ -107,11 +113,9 @@ def cmd_tune(args):
 
 
 def cmd_scale(args):
-    from loopctr.scaling.sweep import Sweep, fit_results, parse_grid, run_sweep
+    from loopctr.scaling.sweep import fit_results, run_sweep
 
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    budget = args.time_budget_hours * 3600 if args.time_budget_hours is not None else None
-    sweep = Sweep(Path(args.data), Path(args.out), args.model, parse_grid(args.grid), seeds, args.overrides, budget)
+    sweep = sweep_of(args, args.model)
     rows = run_sweep(sweep)
     fits = fit_results(rows, sweep.out)
     if rows:

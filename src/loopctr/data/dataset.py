@@ -94,6 +94,28 @@ class PreparedDataset:
         """Vocabulary -> its pretrained vectors, row i for id i (rows 0 and 1, padding and OOV, are zeros)."""
         return {name: np.load(self.path / info["file"]) for name, info in self.meta.get("pretrained", {}).items()}
 
+    def raw_rows(self, split: str, n: int) -> list[dict]:
+        """The first n rows of a split as raw values (ids back to their tokens; padding and OOV as "never-seen"),
+        as a scoring request would send them."""
+        if self.schema.hashed_vocabularies:
+            raise UserError(f"{self.path}: hashed vocabularies {self.schema.hashed_vocabularies} keep no tokens to "
+                            "turn ids back into")
+        data, vocabs = self.split(split), self.vocabularies
+        token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
+        rows = []
+        for r in range(n):
+            row = {}
+            for f in self.schema.fields:
+                values = np.asarray(data.column(f.name))
+                if f.type == "sequence":
+                    offsets = data.column(f.name + ".offsets")
+                    events = values[offsets[r]:offsets[r + 1]]
+                    row[f.name] = f.separator.join(token(f.vocab, int(i)) for i in events)
+                else:
+                    row[f.name] = token(f.vocab, int(values[r]))
+            rows.append(row)
+        return rows
+
     @cached_property
     def vocabularies(self) -> dict[str, list[str]]:
         return {name: json.loads((self.path / "vocab" / f"{name}.json").read_text()) for name in self.vocab_sizes

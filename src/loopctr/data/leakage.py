@@ -67,6 +67,7 @@ def leakage_report(ds: PreparedDataset) -> list[dict]:
     for name in ds.split_names:
         split = ds.split(name)
         labels = np.asarray(split.labels)
+        positive = labels == 1
         row = {"split": name, "rows": int(split.rows)}
         if name != "train":
             fingerprints = row_fingerprints(split, ds.schema)
@@ -75,7 +76,6 @@ def leakage_report(ds: PreparedDataset) -> list[dict]:
             row["with its label"] = sum(pair in train_pairs for pair in
                                         zip(fingerprints[repeats].tolist(), labels[repeats].tolist()))
         for target, hit in target_is_newest_event(split, ds.schema).items():
-            positive = labels == 1
             row[f"{target} newest event: positives"] = float(hit[positive].mean()) if positive.any() else 0.0
             row[f"{target} newest event: negatives"] = float(hit[~positive].mean()) if (~positive).any() else 0.0
         report.append(row)

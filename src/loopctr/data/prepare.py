@@ -210,15 +210,18 @@ def fit_vocabularies(raw: dict, schema: Schema) -> dict[str, list[str]]:
         if name in schema.hashed_vocabularies:
             continue
         owner = schema.field(name)
-        min_count = owner.min_count or schema.min_count
-        arrays = [raw[f.name][0] for f in schema.fields if f.vocab == name]
-        vocabs[name] = _fit_vocab(arrays, min_count)
+        vocabs[name] = _fit_vocab(vocabulary_tokens(raw, schema, name), owner.min_count or schema.min_count)
     return vocabs
 
 
+def vocabulary_tokens(raw: dict, schema: Schema, vocabulary: str) -> list[pa.Array]:
+    """The raw tokens of every field that shares `vocabulary`."""
+    return [raw[f.name][0] for f in schema.fields if f.vocab == vocabulary]
+
+
 def distinct_tokens(raw: dict, schema: Schema, vocabulary: str) -> int:
-    arrays = [raw[f.name][0] for f in schema.fields if f.vocab == vocabulary]
-    return len(pc.unique(pa.chunked_array(arrays, type=pa.string()).combine_chunks()))
+    tokens = vocabulary_tokens(raw, schema, vocabulary)
+    return len(pc.unique(pa.chunked_array(tokens, type=pa.string()).combine_chunks()))
 
 
 def source_stamps(paths: list[Path]) -> list[dict]:

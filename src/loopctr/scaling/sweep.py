@@ -41,9 +41,11 @@ class Sweep:
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
 
-    def runs(self) -> list[tuple[str, dict[str, str], int, Path]]:
+    def runs(self, points: list[dict[str, str]] | None = None) -> list[tuple[str, dict[str, str], int, Path]]:
+        """(model, point, seed, run directory) of every run, over `points` (default: the whole grid)."""
         return [(model, point, seed, self.out / "runs" / run_name(model, point, seed))
-                for model in self.models for point in self.points() for seed in self.seeds]
+                for model in self.models for point in (self.points() if points is None else points)
+                for seed in self.seeds]
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[str]]:
