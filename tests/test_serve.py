@@ -298,12 +298,22 @@ def test_slow_senders_are_cut_off_and_the_connection_limit_holds(din_run, tiny_d
         short.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"rows\"")
         answer = short.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408") and b"the body did not arrive within 0.5s (7 of 100" in answer
-        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(4)]
-        for sock in idle:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-            sock.recv(1024)  # answered, kept alive: each holds a connection
+        for sock in (silent, slowloris, short):
+            sock.close()
+        idle = []  # 3 kept-alive connections: with one more request, the 4 of max_connections are open
+        for _ in range(3):  # each asks at once (a connection idle past header_timeout_s would be closed), is
+            for _attempt in range(100):  # answered and kept alive; 503 while the server still drops the above
+                sock = socket.create_connection((host, int(port)), timeout=10)
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = sock.recv(1024)
+                if not answer.startswith(b"HTTP/1.1 503"):
+                    break
+                sock.close()
+                time.sleep(0.05)
+            assert answer.startswith(b"HTTP/1.1 200")
+            idle.append(sock)
         assert _request(running.url + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 503
-        for sock in idle + [silent, slowloris, short]:
+        for sock in idle:
             sock.close()
         for _ in range(100):  # the server sees the closes on its next loop turns
             if _request(running.url + "/predict", {"rows": raw_rows(tiny_data, n=2)})[0] == 200:

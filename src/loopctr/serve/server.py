@@ -46,7 +46,7 @@ class ServeConfig:
     keep_alive_s: float = 30.0  # an idle kept-alive connection is closed after this long
     header_timeout_s: float = 10.0  # a connection that has not sent a request's headers by then is closed
     body_timeout_s: float = 30.0  # a body not received whole by then (after the headers) gets 408
-    max_connections: int = 2048  # more open connections (or requests in flight) get 503
+    max_connections: int = 2048  # a request that makes this many open connections (or requests in flight) gets 503
     # batches of at most this many rows are scored on the event-loop thread itself, larger ones on the model
     # thread (so that the loop keeps answering meanwhile): for small batches the hand-over, and the two
     # threads taking turns on the GIL at every operator, cost 10-25% of the throughput (BENCHMARKS.md)
