@@ -5,6 +5,7 @@ test AUC first.
 
 Runs evaluated by depth (`loopctr evaluate --run R --depths all`, which writes R/eval.json) get a second
 table: test AUC at every depth, the oracle AUC (best depth per sample) and its headroom over depth 1.
+Runs evaluated with `--cold FIELD:N` get a table of the cold and warm rows' test AUC.
 Each table is followed by its per-seed values (test AUC; oracle headroom), in seed order, and the runs whose best
 epoch was the budget's last (still improving when the budget stopped them: `--resume epochs=N` continues them).
 """
@@ -69,6 +70,23 @@ def depth_table(root: str) -> list[str]:
     return lines + [""] + per_seed("Oracle headroom over depth 1", groups, lambda r: r["oracle"]["headroom_auc"])
 
 
+def slice_table(root: str) -> list[str]:
+    groups = {name: kept for name, runs in load_groups(root, "eval.json").items()
+              if (kept := [(s, r) for s, r in runs if "slices" in r])}
+    if not groups:
+        return []
+    rule = next(iter(groups.values()))[0][1]["slices"]["cold"]["rule"]
+    lines = [f"Cold rows: {rule}.", "", "| config | seeds | test AUC, all rows | cold rows | cold AUC | cold logloss "
+             "| warm AUC |", "|---|---|---|---|---|---|---|"]
+    for name, seeded in groups.items():
+        runs = [r for _, r in seeded]
+        lines.append(f"| {name} | {len(runs)} | {mean_std([r['auc'] for r in runs])} | "
+                     f"{runs[0]['slices']['cold']['rows']:,} | {mean_std([r['slices']['cold']['auc'] for r in runs])} | "
+                     f"{mean_std([r['slices']['cold']['logloss'] for r in runs])} | "
+                     f"{mean_std([r['slices']['warm']['auc'] for r in runs])} |")
+    return lines + [""] + per_seed("Cold-row test AUC", groups, lambda r: r["slices"]["cold"]["auc"])
+
+
 def main(root: str):
     seeded = load_groups(root, "metrics.json")
     seeded = dict(sorted(seeded.items(), key=lambda g: -np.mean([r["auc"] for _, r in g[1]])))  # best first
@@ -91,9 +109,9 @@ def main(root: str):
     if any(at_budget.values()):
         print("\nStill improving at the budget's last epoch: "
               + "; ".join(f"{name} seeds {', '.join(seeds)}" for name, seeds in at_budget.items() if seeds))
-    lines = depth_table(root)
-    if lines:
-        print("\n" + "\n".join(lines))
+    for lines in (depth_table(root), slice_table(root)):
+        if lines:
+            print("\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_missing_or_bad_embeddings_are_loud(tmp_path):
                            synthetic_overrides=["embeddings=optional"], **quiet)
     assert "pretrained" not in meta
     np.savez(tmp_path / "src" / "item_visual_emb_dim64.npz", key=np.arange(3), value=np.zeros((2, 64)))
-    with pytest.raises(UserError, match=r"'value' must be \[len\(key\), dim\]"):
+    with pytest.raises(UserError, match=r"the vectors must be \[len\(ids\), dim\]"):
         prepare_dataset("kuaivideo-x1", tmp_path / "out2", source_dir=tmp_path / "src", **quiet)
     (tmp_path / "src" / "item_visual_emb_dim64.npz").unlink()
     (tmp_path / "src" / "item_visual_emb_dim64.h5").write_bytes(b"not hdf5")

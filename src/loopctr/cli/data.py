@@ -71,6 +71,8 @@ def cmd_info(args):
             print("protocol: BARS - the test split doubles as validation (models were selected on test)")
         if meta.get("pretrained"):
             print(f"pretrained vectors: {meta['pretrained']}")
+        if meta.get("content"):
+            print(f"content vectors: {meta['content']}")
         if meta.get("defaults"):
             print("training defaults: " + " ".join(f"{k}={v}" for k, v in meta["defaults"].items()))
         print(f"prepared in {meta.get('prepare_seconds', '?')} s")

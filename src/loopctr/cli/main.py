@@ -23,8 +23,14 @@ def cmd_prepare(args):
     from loopctr.data.leakage import leakage_report, leakage_warnings
     from loopctr.data.prepare import prepare_dataset
 
+    content = {}
+    for item in args.content or []:
+        vocab, sep, path = item.partition("=")
+        if not sep or not vocab or not path:
+            raise UserError(f"--content {item}: expected VOCAB=FILE (e.g. item_id=items.npz)")
+        content[vocab] = path
     prepare_dataset(args.dataset, args.out, source_dir=args.source, overwrite=args.overwrite,
-                    synthetic_overrides=args.overrides, test_as_valid=args.test_as_valid)
+                    synthetic_overrides=args.overrides, test_as_valid=args.test_as_valid, content=content)
     for line in leakage_warnings(leakage_report(PreparedDataset(args.out))):
         print(f"warning: {line} (`loopctr data info {args.out}` shows the checks)")
 
@@ -41,7 +47,7 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from loopctr.train.evaluate import evaluate_run
 
-    report = evaluate_run(args.run, args.split, args.data, depths=args.depths, budget=args.budget)
+    report = evaluate_run(args.run, args.split, args.data, depths=args.depths, budget=args.budget, cold=args.cold)
     if "adaptive" in report:
         a = report["adaptive"]
         rows = list(a["by_depth"]) + [{"depth": "oracle", **a["oracle"]},
@@ -55,6 +61,7 @@ def cmd_evaluate(args):
     rows = [{"depth": "model", **report}] + [{**d} for d in report.get("by_depth", [])]
     if "oracle" in report:
         rows.append({"depth": "oracle", **report["oracle"]})
+    rows += [{"depth": f"{key} rows ({part['rows']:,})", **part} for key, part in report.get("slices", {}).items()]
     print(text_table(rows, ["depth", "auc", "gauc", "logloss", "ne", "calibration"]))
     if "oracle" in report:
         share = ", ".join(f"{d['depth']}: {s:.2f}" for d, s in zip(report["by_depth"], report["oracle"]["depth_share"]))
@@ -148,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace a dataset prepared with other settings")
     s.add_argument("--test-as-valid", action="store_true",
                    help="BARS protocol: the test split doubles as validation (recorded in schema.json)")
+    s.add_argument("--content", action="append", metavar="VOCAB=FILE",
+                   help="item content vectors for a vocabulary (.npz key/value, .h5, .parquet id+vector, .npy id "
+                        "in column 0), for model.content_interest; repeatable")
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="generator settings (synthetic) or source options (see `loopctr data info NAME`)")
     s.set_defaults(func=cmd_prepare)
@@ -173,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "per row, chosen by an exit head)")
     s.add_argument("--budget", type=float, help="--depths adaptive: mean loop passes allowed (default 1.5); the "
                                                 "exit threshold is chosen on the validation split")
+    s.add_argument("--cold", metavar="FIELD:N", help="also the metrics of the rows whose FIELD occurs fewer than N "
+                                                     "times in train (cold) and of the others, e.g. item_id:5")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("serve", help="HTTP scoring service over a run or an export (POST /predict)")

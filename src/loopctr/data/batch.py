@@ -110,6 +110,14 @@ class Jagged:
         count = self.lengths.clamp_min(1).to(x.dtype).view(-1, *[1] * (x.dim() - 1))
         return self.segment_sum(x) / count
 
+    def segment_softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        """(T,) scores -> (T,) their softmax over each row's events (the max taken out first, for stability)."""
+        rows = self.row_index
+        row_max = scores.new_full((self.rows,), float("-inf")).scatter_reduce(
+            0, rows, scores.detach(), "amax", include_self=True)
+        weights = (scores - row_max.index_select(0, rows)).exp()
+        return weights / self.segment_sum(weights).index_select(0, rows)
+
     def event_index(self, rows: torch.Tensor) -> torch.Tensor:
         """The positions of the events of `rows`, row by row."""
         counts = self.lengths.index_select(0, rows)

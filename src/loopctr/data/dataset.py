@@ -47,9 +47,18 @@ class ArraySplit(SplitData):
         self._columns = columns
 
 
+CONTENT = "content:"  # the dataset vectors of "content:<vocab>" are item content vectors, not an embedding table
+
+
+def _vector_files(meta: dict) -> dict[str, dict]:
+    """Name -> file info of a prepared dataset's vectors: pretrained tables by vocabulary, content vectors as
+    "content:<vocab>" (one mapping, so that every path that builds a model carries both)."""
+    return {**meta.get("pretrained", {}), **{CONTENT + name: info for name, info in meta.get("content", {}).items()}}
+
+
 def pretrained_dims(meta: dict) -> dict[str, int]:
-    """Vocabulary -> pretrained vector size, from the metadata (schema.json) of a prepared dataset or a run."""
-    return {name: int(info["dim"]) for name, info in meta.get("pretrained", {}).items()}
+    """Name (`_vector_files`) -> vector size, from the metadata (schema.json) of a prepared dataset or a run."""
+    return {name: int(info["dim"]) for name, info in _vector_files(meta).items()}
 
 
 class PreparedDataset:
@@ -91,8 +100,9 @@ class PreparedDataset:
         return pretrained_dims(self.meta)
 
     def pretrained_vectors(self) -> dict[str, np.ndarray]:
-        """Vocabulary -> its pretrained vectors, row i for id i (rows 0 and 1, padding and OOV, are zeros)."""
-        return {name: np.load(self.path / info["file"]) for name, info in self.meta.get("pretrained", {}).items()}
+        """Name (pretrained: the vocabulary; content: "content:<vocab>") -> its vectors, row i for id i (rows 0
+        and 1, padding and OOV, are zeros)."""
+        return {name: np.load(self.path / info["file"]) for name, info in _vector_files(self.meta).items()}
 
     def raw_rows(self, split: str, n: int) -> list[dict]:
         """The first n rows of a split as raw values (ids back to their tokens; padding and OOV as "never-seen"),

@@ -184,21 +184,25 @@ def _fit_numeric(train: pa.Table, schema: Schema) -> dict:
     return stats
 
 
-def _write_pretrained(tmp: Path, pretrained: dict, vocab_arrays: dict) -> dict:
-    """Align each (tokens, vectors) with its fitted vocabulary: row i + 2 is the vector of vocabulary token i."""
+def _write_vectors(tmp: Path, vectors_of: dict, vocab_arrays: dict, folder: str) -> dict:
+    """Align each vocabulary's (tokens, vectors) with its fitted vocabulary, row i + 2 the vector of vocabulary
+    token i (rows 0 and 1, padding and OOV, and tokens without a vector are zeros), into `folder/<vocab>.npy`."""
     out = {}
-    for name, (tokens, vectors) in pretrained.items():
+    for name, (tokens, vectors) in vectors_of.items():
         if name not in vocab_arrays:
-            raise UserError(f"pretrained vectors for '{name}', which is not a vocabulary of the schema")
+            raise UserError(f"{folder} vectors for '{name}', which is not a vocabulary of the schema "
+                            f"({sorted(vocab_arrays)})")
+        if isinstance(vocab_arrays[name], HashedTokens):
+            raise UserError(f"{folder} vectors for '{name}', whose vocabulary is hashed (no token list to align)")
         vectors = np.asarray(vectors, dtype=np.float32)
         vocab = vocab_arrays[name]
         rows = pc.index_in(vocab, value_set=pa.array(tokens).cast(pa.string()))
         found = ~rows.is_null().to_numpy(zero_copy_only=False)
         matrix = np.zeros((len(vocab) + 2, vectors.shape[1]), dtype=np.float32)
         matrix[2:][found] = vectors[pc.fill_null(rows, 0).to_numpy(zero_copy_only=False)[found]]
-        (tmp / "pretrained").mkdir(exist_ok=True)
-        np.save(tmp / "pretrained" / f"{name}.npy", matrix)
-        out[name] = {"file": f"pretrained/{name}.npy", "dim": int(vectors.shape[1]), "freeze": True,
+        (tmp / folder).mkdir(exist_ok=True)
+        np.save(tmp / folder / f"{name}.npy", matrix)
+        out[name] = {"file": f"{folder}/{name}.npy", "dim": int(vectors.shape[1]), "freeze": True,
                      "found": int(found.sum()), "vocab": int(len(vocab))}
     return out
 
@@ -298,23 +302,32 @@ def _check_replaceable(out_dir: Path, overwrite: bool, why: str) -> None:
 
 def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, key: str, source_names: dict,
                    overwrite: bool = False, started: float | None = None, extra_meta: dict | None = None,
-                   pretrained: dict | None = None) -> dict:
+                   pretrained: dict | None = None, content: dict | None = None) -> dict:
     """Fit on tables['train'], transform every split, and write the prepared directory atomically.
     `started` is when reading the sources began, so that prepare_seconds covers the whole preparation.
     `extra_meta` is merged into schema.json (source layout and options, protocol, training defaults);
     `pretrained` maps a vocabulary to (tokens, vectors): the vectors are aligned with the fitted vocabulary
-    and written to `pretrained/<vocab>.npy` (rows 0 and 1, padding and OOV, and unmatched tokens are zeros)."""
+    and written to `pretrained/<vocab>.npy` (rows 0 and 1, padding and OOV, and unmatched tokens are zeros);
+    `content` likewise to `content/<vocab>.npy`: item content vectors, which replace no embedding table (the
+    models with `model.content_interest` read them, layers/content_interest.py); the file's items that the
+    training split lacks are added to the vocabulary (cold-start items keep their content)."""
     out_dir = Path(out_dir)
     _check_replaceable(out_dir, overwrite, "it was prepared from other sources or settings")
     t0 = started if started is not None else time.perf_counter()
     raw = {split: _raw_tokens(table, schema, source_names[split]) for split, table in tables.items()}
     vocabs = fit_vocabularies(raw["train"], schema)
+    added = {}
+    for name, (tokens, _) in (content or {}).items():
+        if name in vocabs:  # (a hashed vocabulary is refused by _write_vectors)
+            # items of the catalogue that training never saw join the vocabulary: their id embeddings stay
+            # untrained (as OOV's), but they reach their own content vector instead of the shared OOV row
+            known = set(vocabs[name])
+            new = [t for t in dict.fromkeys(tokens.to_pylist()) if t not in known]
+            vocabs[name] = vocabs[name] + new
+            added[name] = len(new)
     numeric_stats = _fit_numeric(tables["train"], schema)
     vocab_arrays = {name: pa.array(tokens, type=pa.string()) for name, tokens in vocabs.items()}
-    pretrained = pretrained or {}
     for name in schema.hashed_vocabularies:
-        if name in pretrained:
-            raise UserError(f"pretrained vectors for '{name}', whose vocabulary is hashed (no token list to align)")
         vocab_arrays[name] = HashedTokens()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
@@ -327,7 +340,10 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
                 np.save(tmp / split / f"{name}.npy", arr)
             splits[split] = {"rows": int(table.num_rows), "positives": int(cols[LABEL].sum())}
         (tmp / "vocab").mkdir()
-        pretrained_meta = _write_pretrained(tmp, pretrained, vocab_arrays)
+        pretrained_meta = _write_vectors(tmp, pretrained or {}, vocab_arrays, "pretrained")
+        content_meta = _write_vectors(tmp, content or {}, vocab_arrays, "content")
+        for name, count in added.items():
+            content_meta[name]["added_to_vocabulary"] = count
         digest = hashlib.sha256(json.dumps(schema.to_dict(), sort_keys=True).encode())
         for name, tokens in vocabs.items():
             text = json.dumps(tokens)
@@ -348,6 +364,8 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
         }
         if pretrained_meta:
             meta["pretrained"] = pretrained_meta
+        if content_meta:
+            meta["content"] = content_meta
         for name, value in (extra_meta or {}).items():
             meta.setdefault(name, value)
         (tmp / "schema.json").write_text(json.dumps(meta, indent=2))
@@ -361,16 +379,18 @@ def prepare_tables(schema: Schema, tables: dict[str, pa.Table], out_dir: Path, k
 
 
 def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = False, synthetic_overrides=(),
-                    log=print, test_as_valid: bool = False) -> dict:
+                    log=print, test_as_valid: bool = False, content: dict | None = None) -> dict:
     """Prepare a built-in dataset or a schema YAML from `source_dir` (or the generated one) into `out_dir`.
 
     The catalogue entry names the source layout (`loopctr.data.sources.registry`) that reads the files;
     `synthetic_overrides` are `key=value` settings: the generator's for `synthetic`, the layout's options
     otherwise. `test_as_valid` is BARS's protocol (the test split doubles as validation, so models are
     selected on test): it is recorded in schema.json as `protocol.valid_is_test` so results can be labelled.
-    Re-running with the same sources and settings reuses the existing result.
+    `content` maps a vocabulary to a file of item content vectors (`loopctr.data.content`), aligned with the
+    vocabulary into content/<vocab>.npy. Re-running with the same sources and settings reuses the existing result.
     """
     from loopctr.data import catalog
+    from loopctr.data.content import read_item_vectors
     from loopctr.data.sources import registry
 
     started = time.perf_counter()
@@ -390,9 +410,17 @@ def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = Fa
     if test_as_valid and not ({"valid", "test"} <= set(schema.splits)):
         raise UserError(f"--test-as-valid: dataset '{entry.name}' needs 'valid' and 'test' splits in its schema")
     ctx = registry.ReadContext(schema, source_dir, options, test_as_valid=test_as_valid, log=log)
-    stamps = source_stamps(layout.files(ctx))
+    content = {vocab: Path(path) for vocab, path in (content or {}).items()}
+    for vocab, path in content.items():
+        if vocab not in schema.vocabularies:
+            raise UserError(f"--content {vocab}=...: '{vocab}' is not a vocabulary of dataset '{entry.name}' "
+                            f"({sorted(schema.vocabularies)})")
+        if not path.is_file():
+            raise UserError(f"--content {vocab}={path}: file not found")
+    stamps = source_stamps(layout.files(ctx) + list(content.values()))
     identity = {"layout": layout.name, "options": registry.options_dict(options),
-                "files": [[f["path"], f["size"]] for f in stamps], "test_as_valid": test_as_valid}
+                "files": [[f["path"], f["size"]] for f in stamps], "test_as_valid": test_as_valid,
+                **({"content": {v: str(p.resolve()) for v, p in content.items()}} if content else {})}
     key = cache_key(schema, identity)
     why = stale_reason(out_dir, key, stamps, log=log)
     if why is None:
@@ -411,7 +439,8 @@ def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = Fa
                         **({"dir": str(source_dir.resolve())} if layout.needs_source else {}), **result.info},
              "protocol": protocol, "defaults": entry.defaults, "source_files": stamps}
     meta = prepare_tables(schema, tables, out_dir, key, names, overwrite=overwrite, started=started,
-                          extra_meta=extra, pretrained=result.pretrained)
+                          extra_meta=extra, pretrained=result.pretrained,
+                          content={vocab: read_item_vectors(path) for vocab, path in content.items()})
     rows = sum(s["rows"] for s in meta["splits"].values())
     log(f"prepared {rows:,} rows into {out_dir} in {meta['prepare_seconds']:.2f}s "
         f"({rows / max(meta['prepare_seconds'], 1e-9):,.0f} rows/s)")

@@ -40,8 +40,5 @@ class DINAttention(nn.Module):
                   + torch.cat([events, t * events], 1) @ w_event.t())
         scores = rest(hidden).squeeze(-1)  # (T,)
         if self.use_softmax:
-            row_max = scores.new_full((history.rows,), float("-inf")).scatter_reduce(
-                0, rows, scores.detach(), "amax", include_self=True)
-            scores = (scores - row_max.index_select(0, rows)).exp()
-            scores = scores / history.segment_sum(scores).index_select(0, rows)
+            scores = history.segment_softmax(scores)
         return history.segment_sum(scores.unsqueeze(-1) * events)

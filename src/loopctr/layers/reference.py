@@ -10,6 +10,7 @@ import torch
 
 from loopctr.layers.apg import APGLinear, product
 from loopctr.layers.attention import DINAttention
+from loopctr.layers.content_interest import ContentInterest
 from loopctr.layers.hstu import RelativePositionBias
 from loopctr.layers.hyper_connections import HyperConnection, select_tokens
 from loopctr.layers.transformer import MultiHeadAttention
@@ -41,6 +42,18 @@ def din_attention_reference(att: DINAttention, target: torch.Tensor, history: to
     else:
         scores = scores * mask
     return torch.bmm(scores.unsqueeze(1), history).squeeze(1)
+
+
+def content_interest_reference(module: ContentInterest, target_ids: torch.Tensor, history_ids: torch.Tensor,
+                               events: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Content interest on a padded history: target ids (B,), history ids (B, L), ID events (B, L, k), mask (B, L)
+    bool -> (B, 2 dim + k), the softmax over the valid positions (zeros for an empty row)."""
+    vectors = module.vectors
+    project = lambda ids: module.proj(vectors[ids] / vectors[ids].norm(dim=-1, keepdim=True).clamp_min(1e-12))  # noqa: E731
+    target, items = project(target_ids), project(history_ids)
+    scores = torch.einsum("bd,bld->bl", target, items) / module.dim ** 0.5
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(-1).nan_to_num(0.0) * mask
+    return torch.cat([target, torch.einsum("bl,bld->bd", weights, items), torch.einsum("bl,blk->bk", weights, events)], -1)
 
 
 def sinkhorn_knopp_reference(logits: torch.Tensor, iters: int = 20) -> torch.Tensor:

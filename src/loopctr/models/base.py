@@ -17,6 +17,8 @@ from torch import nn
 from loopctr.data.schema import Schema
 from loopctr.errors import UserError
 from loopctr.layers.apg import APGSpec
+from loopctr.data.dataset import CONTENT
+from loopctr.layers.content_interest import ContentInterest
 from loopctr.layers.embedding import FeatureEmbedding
 from loopctr.layers.mlp import ACTIVATIONS, MLP
 
@@ -73,6 +75,19 @@ class APGConfig(ModelConfig):
 
 
 @dataclass
+class ContentConfig(ModelConfig):
+    """Models that can read item content vectors (layers/content_interest.py; the dataset prepared with
+    `--content VOCAB=FILE`)."""
+    content_interest: bool = False  # the target's content attends over the history's, fused into the read-out
+    content_dim: int = 0  # the content's projected size (0: embedding_dim)
+
+    def validate(self):
+        super().validate()
+        if self.content_dim < 0:
+            raise UserError(f"model.content_dim must be >= 0 (0: embedding_dim), got {self.content_dim}")
+
+
+@dataclass
 class MLPHeadConfig(APGConfig):
     """Settings of the MLP head most models end with (FuxiCTR's `dnn_*` names)."""
     dnn_hidden_units: list[int] = field(default_factory=lambda: [1024, 512, 256])
@@ -99,10 +114,40 @@ class CTRModel(nn.Module):
         self.apg = self._apg_spec()
 
     def use_pretrained(self, dims: dict[str, int]) -> None:
-        """Give the vocabularies in `dims` (name -> vector size) pretrained-vector tables, as configured."""
+        """Shape the tables of the dataset's vectors (`dims`: name -> vector size, `data.dataset._vector_files`):
+        pretrained-vector tables for vocabularies, as configured; content vectors ("content:<vocab>") for the
+        content interest module, when the model has one (others ignore them). Called by `build_model` always,
+        so that a model asking for content on a dataset without any says so."""
         c = self.config
-        if c.pretrained_usage != "none":
-            self.embedding.use_pretrained(dims, c.pretrained_usage, c.pretrained_freeze)
+        tables = {name: dim for name, dim in dims.items() if not name.startswith(CONTENT)}
+        if tables and c.pretrained_usage != "none":
+            self.embedding.use_pretrained(tables, c.pretrained_usage, c.pretrained_freeze)
+        content = getattr(self, "content", None)
+        if content is None:
+            return
+        have = {name[len(CONTENT):]: dim for name, dim in dims.items() if name.startswith(CONTENT)}
+        pairs = [(t, s) for t, s in self.schema.sequence_targets() if self.schema.field(t).vocab in have]
+        if not pairs:
+            raise UserError(f"model.content_interest needs content vectors for a vocabulary shared by a target field "
+                            f"and its history ({self.schema.sequence_targets()}); the dataset has "
+                            f"{sorted(have) or 'none'}: prepare it with --content VOCAB=FILE")
+        target, history = pairs[0]
+        vocab = self.schema.field(target).vocab
+        content.attach(self.embedding.tables[vocab].num_embeddings, have[vocab], target, history)
+
+    def load_vectors(self, vectors: dict) -> None:
+        """Copy the dataset's vectors (name -> array, as `use_pretrained` named them) into their tables."""
+        self.embedding.load_pretrained({n: v for n, v in vectors.items() if not n.startswith(CONTENT)})
+        content = getattr(self, "content", None)
+        if content is not None:
+            content.load(vectors[CONTENT + self.schema.field(content.target_field).vocab])
+
+    def content_interest(self, event_dim: int) -> ContentInterest | None:
+        """The content interest module of a ContentConfig model (None when off); its output joins the read-out."""
+        c = self.config
+        if not getattr(c, "content_interest", False):
+            return None
+        return ContentInterest(c.content_dim or c.embedding_dim, event_dim)
 
     def reset_parameters(self):
         """FuxiCTR's initialisation: Xavier-normal Linear weights, zero biases; embeddings N(0, 1e-4)."""

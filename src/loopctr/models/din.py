@@ -4,6 +4,7 @@ Target fields and their sequences are paired through shared vocabularies (item_i
 cate_id with cate_history); the target's concatenated embeddings attend over the concatenated event
 embeddings, the attended vector replaces the sequence fields, other sequence fields (bags such as genres) are
 mean-pooled, and an MLP over all fields gives the logit. Defaults are the BARS AmazonElectronics_x1 settings.
+`model.content_interest=true` adds the content interest of layers/content_interest.py to the MLP's input.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import torch
 
 from loopctr.layers.attention import DINAttention
 from loopctr.layers.embedding import pool_sequences
-from loopctr.models.base import CTRModel, MLPHeadConfig
+from loopctr.models.base import ContentConfig, CTRModel, MLPHeadConfig
 from loopctr.models.registry import register
 from loopctr.models.target_sequence import require_pairs, target_and_history
 
 
 @dataclass
-class DINConfig(MLPHeadConfig):
+class DINConfig(MLPHeadConfig, ContentConfig):
     attention_hidden_units: list[int] = field(default_factory=lambda: [512, 256])
     attention_activation: str = "dice"
     attention_dropout: float = 0.1
@@ -38,7 +39,13 @@ class DIN(CTRModel):
         d = config.embedding_dim
         self.attention = DINAttention(d * len(self.pairs), config.attention_hidden_units, config.attention_activation,
                                       config.attention_dropout, config.use_softmax)
-        self.mlp = self.mlp_head(d * len(schema.fields))
+        self.content = self.content_interest(d * len(self.pairs))
+        self.mlp = self.mlp_head(d * len(schema.fields) + (self.content.out_dim if self.content else 0))
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        if self.content is not None:  # it joins the embeddings in the MLP's input: start at their scale
+            self.content.reset_parameters(self.embedding.init_std)
 
     def forward(self, batch):
         emb = self.embedding(batch)
@@ -47,5 +54,8 @@ class DIN(CTRModel):
         vectors = dict(zip((s for _, s in self.pairs), attended))  # the attended history replaces its fields
         rest = {k: v for k, v in emb.items() if k not in vectors}
         vectors.update(zip(rest, pool_sequences(rest, batch)))  # sequences without a target (e.g. genres) pooled
-        x = torch.cat([vectors[f.name] for f in self.schema.fields], dim=-1)
+        parts = [vectors[f.name] for f in self.schema.fields]
+        if self.content is not None:
+            parts.append(self.content(batch, events))
+        x = torch.cat(parts, dim=-1)
         return {"logits": self.mlp(x, self.apg_condition(batch)).squeeze(-1)}

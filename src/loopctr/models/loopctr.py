@@ -37,6 +37,8 @@ Reconstruction choices ([I]: not in any source we could read; each is a switch):
   RMS-normalised, through a ReLU MLP head (`readout="non_sequence"` flattens every non-sequence token into
   the head instead, as OneTrans does); the MoE router can see the loop index via a sinusoidal encoding
   (a table would tie the parameter count to the loop count).
+`model.content_interest=true` concatenates the content interest (layers/content_interest.py) to every depth's
+head input; it is computed once per row, before the loop.
 """
 
 from __future__ import annotations
@@ -55,14 +57,14 @@ from loopctr.layers.moe import MoEFFN, loop_encoding
 from loopctr.layers.tokenizer import UnifiedTokenizer
 from loopctr.layers.packed import PackedTokens
 from loopctr.layers.transformer import RMSNorm, TransformerLayer, reset_own_parameters, rms_norm
-from loopctr.models.base import APGConfig, CTRModel
+from loopctr.models.base import APGConfig, ContentConfig, CTRModel
 from loopctr.models.registry import register
 
 LOOP_FEATURES = 8  # sinusoidal features of the pass index (loop embedding)
 
 
 @dataclass
-class LoopCTRConfig(APGConfig):
+class LoopCTRConfig(APGConfig, ContentConfig):
     embedding_dim: int = 64
     # -- sandwich ------------------------------------------------------------------------------------------
     d_model: int = 64
@@ -192,7 +194,9 @@ class LoopCTR(CTRModel):
         self.loop_embedding = nn.Linear(LOOP_FEATURES, d, bias=False) if c.loop_embedding else None
         self.final_norm = RMSNorm(d)
         n_read = self.tokenizer.n_readout + int(c.readout_pool)
-        self.head = MLP(n_read * d, c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1,
+        self.content_pairs = schema.sequence_targets()
+        self.content = self.content_interest(c.embedding_dim * len(self.content_pairs))
+        self.head = MLP(n_read * d + (self.content.out_dim if self.content else 0), c.head_hidden_units, c.activation, c.head_dropout, batch_norm=False, output_dim=1,
                         apg=self.apg)
         self.loop_calls = 0  # passes of the loop block since construction (for cost tests and profiling)
 
@@ -280,8 +284,9 @@ class LoopCTR(CTRModel):
             new = self.loop_norm(new)
         return new, aux
 
-    def _readout(self, x, grid: PackedTokens) -> torch.Tensor:
-        """Decode layers, read-out tokens (and pooled tokens), head: the logit of one depth."""
+    def _readout(self, x, grid: PackedTokens, side: torch.Tensor | None) -> torch.Tensor:
+        """Decode layers, read-out tokens (and pooled tokens, and the content interest `side`), head: the logit
+        of one depth."""
         c = self.config
         if self.loop_site is not None:  # streams only around the loop: back to one stream for the decoder
             x = collapse_streams(x, self.config.hc_mode) / c.n_streams
@@ -296,13 +301,19 @@ class LoopCTR(CTRModel):
         parts = [read.reshape(grid.rows, -1)]
         if c.readout_pool:
             parts.append(grid.pool(x))
+        if side is not None:
+            parts.append(side)
         return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
     def _encode(self, batch):
         """Tokens, their layout and the encode layers -> (the loop's initial state, the layout, the injected
-        input or None)."""
+        input or None, the content interest (B, k) or None: per row, it joins every depth's read-out)."""
         c = self.config
-        tok = self.tokenizer(batch, self.embedding(batch))
+        emb = self.embedding(batch)
+        side = None
+        if self.content is not None:
+            side = self.content(batch, torch.cat([emb[s] for _, s in self.content_pairs], dim=-1))
+        tok = self.tokenizer(batch, emb)
         grid = PackedTokens(tok.layout, tok.n_fixed, tok.n_readout, c.attention_mask, c.attention_groups)
         x = tok.x
         if self.streams_in_layers:
@@ -312,7 +323,7 @@ class LoopCTR(CTRModel):
         injected = x if c.input_injection else None
         if self.loop_site is not None:
             x = expand_streams(x, c.hc_mode, c.n_streams)
-        return x, grid, injected
+        return x, grid, injected, side
 
     def _temperature(self, logits: torch.Tensor, depth: int) -> torch.Tensor:
         return logits / self.depth_temperatures([depth]).to(logits) if self.config.depth_temperature != 1.0 else logits
@@ -327,16 +338,16 @@ class LoopCTR(CTRModel):
 
     def passes(self, batch, max_depth: int):
         """Inference, every pass read out: yields (depth, logits (B,), exit state (B, n_readout * d))."""
-        x, grid, injected = self._encode(batch)
+        x, grid, injected, side = self._encode(batch)
         for t in range(1, max_depth + 1):
             x, _ = self._loop_pass(x, grid, t, injected)
-            yield t, self._temperature(self._readout(x, grid), t), self.exit_state(x, grid)
+            yield t, self._temperature(self._readout(x, grid, side), t), self.exit_state(x, grid)
 
     def forward_adaptive(self, batch, decide, max_depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference at a per-row depth: after every pass t, `decide(t, exit_state, previous exit_state)` -> (B_t,)
         bool says which of the remaining rows stop; those are read out at depth t and leave the batch, so later
         passes run on the others alone (every row stops at `max_depth`). Returns logits (B,) and depths (B,)."""
-        x, grid, injected = self._encode(batch)
+        x, grid, injected, side = self._encode(batch)
         b = grid.rows
         logits = torch.empty(b, device=x.device)
         depths = torch.empty(b, dtype=torch.long, device=x.device)
@@ -348,18 +359,20 @@ class LoopCTR(CTRModel):
             stop = (decide(t, state, previous) if t < max_depth
                     else torch.ones(rows.shape[0], dtype=torch.bool, device=x.device))
             if bool(stop.all()):  # the rest stop here: read them out in the layout they have
-                logits[rows] = self._temperature(self._readout(x, grid), t)
+                logits[rows] = self._temperature(self._readout(x, grid, side), t)
                 depths[rows] = t
                 break
             if bool(stop.any()):
                 done = stop.nonzero().squeeze(-1)
                 sub, tokens = grid.select(done)
-                logits[rows[done]] = self._temperature(self._readout(x.index_select(0, tokens), sub), t)
+                logits[rows[done]] = self._temperature(
+                    self._readout(x.index_select(0, tokens), sub, None if side is None else side[done]), t)
                 depths[rows[done]] = t
             keep = (~stop).nonzero().squeeze(-1)
             grid, tokens = grid.select(keep)
             x = x.index_select(0, tokens)
             injected = None if injected is None else injected.index_select(0, tokens)
+            side = None if side is None else side[keep]
             rows, previous = rows[keep], state[keep]
         return logits, depths
 
@@ -384,7 +397,7 @@ class LoopCTR(CTRModel):
             if not read or read[0] < 1:
                 raise UserError(f"depths must be >= 1, got {depths}")
             n = read[-1]
-        x, grid, injected = self._encode(batch)
+        x, grid, injected, side = self._encode(batch)
         trace = {} if diagnostics else None
         logits, aux = [], []
         for t in range(1, n + 1):
@@ -392,7 +405,7 @@ class LoopCTR(CTRModel):
             if a is not None:
                 aux.append(a)
             if t in read:
-                logits.append(self._readout(x, grid))
+                logits.append(self._readout(x, grid, side))
         by_depth = torch.stack(logits)
         if c.depth_temperature != 1.0:
             by_depth = by_depth / self.depth_temperatures(list(read)).to(by_depth).unsqueeze(-1)

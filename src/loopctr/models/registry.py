@@ -33,13 +33,15 @@ def model_class(name: str) -> type[CTRModel]:
 
 def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None,
                 pretrained: dict | None = None) -> CTRModel:
-    """A freshly initialised model. `pretrained` maps vocabularies to their pretrained vectors: arrays (copied
-    in), or just their sizes (tables of that shape, for weights that a checkpoint will fill)."""
+    """A freshly initialised model. `pretrained` maps the dataset's vectors (pretrained tables by vocabulary,
+    content vectors as "content:<vocab>") to arrays (copied in), or just their sizes (tables of that shape, for
+    weights that a checkpoint will fill)."""
     cls = model_class(name)
     model = cls(schema, vocab_sizes, config or cls.config_class())
-    if pretrained:
-        model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
+    pretrained = pretrained or {}
+    model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
     model.reset_parameters()
-    if pretrained:  # arrays only; tables without pretrained vectors (pretrained_usage=none) are skipped
-        model.embedding.load_pretrained({name: v for name, v in pretrained.items() if not isinstance(v, int)})
+    arrays = {name: v for name, v in pretrained.items() if not isinstance(v, int)}
+    if arrays:  # tables without pretrained vectors (pretrained_usage=none) are skipped
+        model.load_vectors(arrays)
     return model

@@ -97,6 +97,34 @@ def split_metrics(arrays: dict[str, np.ndarray], depths: list[int] | None = None
     return out
 
 
+def frequency_slices(data, split: str, spec: str) -> dict[str, dict]:
+    """`spec` "FIELD:N": the rows of `split` whose categorical FIELD (e.g. item_id) occurs fewer than N times in
+    the training split ("cold"; an OOV id always is) and the others ("warm"), as boolean masks with their rule."""
+    name, sep, below = spec.partition(":")
+    field = data.schema.field(name) if name in data.schema.field_names else None
+    if not sep or field is None or field.type != "categorical" or not below.isdigit() or int(below) < 1:
+        raise UserError(f"--cold {spec}: expected FIELD:N, a categorical field of the schema and N >= 1 "
+                        f"(e.g. item_id:5)")
+    counts = np.bincount(np.asarray(data.split("train").column(name)), minlength=data.vocab_sizes[field.vocab])
+    ids = np.asarray(data.split(split).column(name))
+    cold = (counts[ids] < int(below)) | (ids <= 1)
+    rule = f"{name} seen fewer than {below} times in train"
+    return {"cold": {"rule": rule, "mask": cold}, "warm": {"rule": "the other rows", "mask": ~cold}}
+
+
+def sliced_metrics(arrays: dict[str, np.ndarray], slices: dict[str, dict]) -> dict:
+    """The standard metrics of each slice of the rows (`frequency_slices`), with its row and positive counts."""
+    out = {}
+    for key, part in slices.items():
+        mask = part["mask"]
+        labels = arrays["labels"][mask]
+        out[key] = {"rule": part["rule"], "rows": int(mask.sum()), "positives": int(labels.sum())}
+        if 0 < labels.sum() < labels.shape[0]:  # AUC needs both classes
+            groups = arrays["groups"][mask] if "groups" in arrays else None
+            out[key].update(M.all_metrics(labels, arrays["preds"][mask], groups))
+    return out
+
+
 EXTRAPOLATION_DEPTHS = 2  # `depths="all"` evaluates depths 1 .. trained depths + this
 
 
@@ -208,9 +236,10 @@ def adaptive_report(run_dir: Path, model, data, split: str, batch_size: int, run
 
 
 def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | None = None, depths=None,
-                 budget: float | None = None) -> dict:
+                 budget: float | None = None, cold: str | None = None) -> dict:
     """Evaluate a run's best weights on a split; writes and returns `<run>/eval.json` (`adaptive.json` for
-    `depths="adaptive"`).
+    `depths="adaptive"`). `cold` ("FIELD:N", e.g. item_id:5) adds the metrics of the cold and warm rows
+    (`frequency_slices`) under `slices`.
 
     `depths` ("all", "1,2,5" or a list) asks a model with depths for per-depth metrics (`by_depth`) and the
     oracle over exactly those depths; the top-level metrics stay those of the model's inference depth.
@@ -234,6 +263,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
         return report
     if budget is not None:
         raise UserError("--budget goes with --depths adaptive")
+    slices = frequency_slices(data, split, cold) if cold else None
     depth_list = resolve_depths(depths, model.trained_depths())
     loader = BatchLoader(data.split(split), batch_size, run.data, with_groups=True)
     if depth_list is None:
@@ -245,6 +275,8 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
         arrays["preds_by_depth"] = arrays["preds_by_depth"][[asked.index(d) for d in depth_list]]
     report = {"split": split, "rows": int(arrays["labels"].shape[0]), **split_metrics(arrays, depth_list),
               "eval_samples_per_s": speed, "epoch": state.get("epoch")}
+    if slices is not None:
+        report["slices"] = sliced_metrics(arrays, slices)
     if depth_list is not None:
         report["depths"] = depth_list
         report["loop_diagnostics"] = loop_diagnostics(arrays["loop_trace"])

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
+from loopctr.data.content import read_item_vectors
 from loopctr.data.schema import FieldSpec, Schema
 from loopctr.data.sources.registry import Layout, ReadContext, SourceResult, read_table_file, register
 from loopctr.errors import UserError
@@ -35,36 +36,6 @@ class KuaiVideoOptions:
     def validate(self):
         if not 0.0 < self.holdout_fraction < 1.0:
             raise UserError("holdout_fraction must be in (0, 1)")
-
-
-def read_embeddings(path: Path) -> tuple[pa.Array, np.ndarray]:
-    """(item id tokens, [items, dim] float32) from the .h5 (h5py) or a .npz with arrays key/value."""
-    if path.suffix == ".npz":
-        try:
-            with np.load(path) as data:
-                keys, values = data["key"], data["value"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{path}: expected a .npz with arrays 'key' and 'value' ({exc})") from None
-    else:
-        try:
-            import h5py
-        except ImportError:
-            raise UserError(f"{path}: reading HDF5 needs h5py, an optional extra: pip install 'loopctr[h5]' "
-                            "(or convert it once to item_visual_emb_dim64.npz with arrays key and value)") from None
-        try:
-            with h5py.File(path, "r") as h5:
-                keys, values = h5["key"][:], h5["value"][:]
-        except (OSError, KeyError) as exc:
-            raise UserError(f"{path}: expected an HDF5 file with datasets 'key' and 'value' ({exc})") from None
-    values = np.asarray(values, dtype=np.float32)
-    keys = np.asarray(keys).ravel()
-    if values.ndim != 2 or values.shape[0] != keys.shape[0]:
-        raise UserError(f"{path}: 'value' must be [len(key), dim]; got key {keys.shape}, value {values.shape}")
-    if not np.isfinite(values).all():
-        row = int(np.flatnonzero(~np.isfinite(values).all(axis=1))[0])
-        raise UserError(f"{path}: the embedding of key {keys[row]!r} (row {row}) has NaN or infinite values")
-    tokens = [k.decode() if isinstance(k, bytes) else str(k) for k in keys.tolist()]
-    return pa.array(tokens, pa.string()), values
 
 
 def _file_schema(schema: Schema) -> Schema:
@@ -123,7 +94,7 @@ def read_kuaivideo(ctx: ReadContext) -> SourceResult:
         tables[split] = table.drop_columns(["timestamp"])
     pretrained = {}
     if emb is not None:
-        pretrained["item_emb"] = read_embeddings(emb)
+        pretrained["item_emb"] = read_item_vectors(emb)
         info["embeddings"] = emb.name
     return SourceResult(tables, names, pretrained=pretrained, info=info)
 
