@@ -10,7 +10,7 @@ interrupted one is resumed from its last checkpoint) and appends one JSON row to
 OUT/results.jsonl).
 The leaderboard is a markdown table per dataset: mean ± std of test AUC over seeds, gAUC, logloss, dense and
 embedding parameters, training and evaluation samples/s, sorted by mean test AUC. `key=value` settings go to
-every run (e.g. threads=1 max_len=100), `MODEL:key=value` settings to that model's runs only (e.g.
+every run (e.g. threads=1 max_len=100; without threads=N a run takes the cores free when it starts), `MODEL:key=value` settings to that model's runs only (e.g.
 dcnv2:num_cross_layers=3); `--epochs` is the budget (early stopping may end a run sooner). A model entry
 `LABEL=MODEL` is a named variant: it trains MODEL, is reported (and takes `LABEL:key=value` settings) as LABEL,
 so several settings of one model share a leaderboard.
@@ -42,6 +42,7 @@ def dataset_label(data: Path) -> str:
 def run_bench(models: list[str], data, seeds: list[int], out, overrides: list[str] = (), epochs: int | None = None,
               results=None, log=print) -> list[dict]:
     """Train every (model, seed), append a row per newly finished run to `results`; return all rows of this call."""
+    from loopctr.runtime import free_cores
     from loopctr.train.trainer import train
 
     data, out = Path(data), Path(out)
@@ -58,6 +59,8 @@ def run_bench(models: list[str], data, seeds: list[int], out, overrides: list[st
                 log(f"{run_dir}: finished earlier; not trained again")
                 continue
             settings = [*model_settings(overrides, model, labels), *budget, f"seed={seed}"]
+            if not any(s.split("=")[0] in ("threads", "train.threads") for s in settings):
+                settings.append(f"threads={free_cores()}")  # the cores free now, not one thread per core
             started = time.time()
             if (run_dir / "checkpoint.pt").is_file():  # interrupted after an epoch: continue it, as it was set up
                 log(f"== {model} seed {seed} on {label}: resuming {run_dir}")

@@ -37,6 +37,19 @@ def raw_rows(tiny_data, split="test", n=40):
     return PreparedDataset(tiny_data).raw_rows(split, n)
 
 
+def field_moves_scores(run, data, field: str, n: int = 40) -> bool:
+    """Whether the served scores of a run change when every row's `field` takes another row's value (a field the
+    model ignores would not move them)."""
+    import numpy as np
+
+    from loopctr.serve.predictor import Predictor
+
+    rows = raw_rows(data, n=n)
+    predictor = Predictor(run)
+    shifted = [{**row, field: rows[(i + 1) % len(rows)][field]} for i, row in enumerate(rows)]
+    return not np.allclose(predictor.predict(rows), predictor.predict(shifted), rtol=0, atol=1e-7)
+
+
 def load_script(name: str):
     """A script of benchmarks/ imported as a module (they are scripts, not part of the package)."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import shared_data
-from helpers import load_script, raw_rows
+from helpers import field_moves_scores, load_script, raw_rows
 from loopctr.cli.main import main
 from loopctr.errors import UserError
 from loopctr.models import build_model, model_class
@@ -109,6 +109,8 @@ def test_a_sequence_beside_a_bag_field(name, movielens_data, tmp_path):
             *small[name]]
     assert main(args) == 0
     assert math.isfinite(json.loads((tmp_path / name / "metrics.json").read_text())["logloss"])
+    for field in ("genres", "item_history"):  # the bag and the history both reach the scores
+        assert field_moves_scores(tmp_path / name, movielens_data, field), field
 
 
 # -- a dataset without sequences ------------------------------------------------------------------------
@@ -146,7 +148,10 @@ def flat_data(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", SEQUENCE_FREE)
 def test_sequence_free_dataset(name, flat_data, tmp_path):
     assert cli_train(flat_data, tmp_path / name, name) == 0
-    assert json.loads((tmp_path / name / "metrics.json").read_text())["params_dense"] > 0
+    report = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert report["rows_train"] == 600 and math.isfinite(report["auc"])
+    for field in ("user", "ctx", "price", "age"):  # categorical and numeric fields all reach the scores
+        assert field_moves_scores(tmp_path / name, flat_data, field), field
 
 
 @pytest.mark.parametrize("name", NEEDS_SEQUENCE)

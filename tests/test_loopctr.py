@@ -241,18 +241,35 @@ ABLATIONS = [
 ]
 
 
-@pytest.mark.parametrize("override", ABLATIONS)
-def test_every_switch_builds_and_trains(tiny_dataset, tiny_batch, override):
-    run = build_run_config("loopctr", overrides=SMALL_OVERRIDES + override.split(","))
+def _switch_signature(schema, vocab_sizes, batch, overrides):
+    """What a switch can change: the parameter shapes, a training loss and the inference logits (fixed seeds)."""
+    run = build_run_config("loopctr", overrides=SMALL_OVERRIDES + overrides)
     torch.manual_seed(0)
-    model = build_model("loopctr", tiny_dataset.schema, tiny_dataset.vocab_sizes, run.model)
-    out = model(tiny_batch)
-    loss, _ = model.loss(out, tiny_batch.label)
+    model = build_model("loopctr", schema, vocab_sizes, run.model)
+    torch.manual_seed(1)
+    loss, _ = model.loss(model(batch), batch.label)
     assert torch.isfinite(loss)
     loss.backward()
     model.eval()
     with torch.no_grad():
-        assert torch.isfinite(model(tiny_batch)["logits"]).all()
+        logits = model(batch)["logits"]
+    assert torch.isfinite(logits).all()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}, loss.detach(), logits
+
+
+# switches of the non-sequence tokens: no-ops where every field is a target or a history (the tiny synthetic
+# schema), so they are checked on a schema with context fields
+CONTEXT_SWITCHES = {"readout=non_sequence", "ns_tokenizer=auto_split"}
+
+
+@pytest.mark.parametrize("override", ABLATIONS)
+def test_every_switch_builds_trains_and_changes_the_model(tiny_dataset, tiny_batch, override):
+    data = ((field_schema(), {"user": 20, "item": 20, "hour": 20}, field_batch()) if override in CONTEXT_SWITCHES
+            else (tiny_dataset.schema, tiny_dataset.vocab_sizes, tiny_batch))
+    shapes, loss, logits = _switch_signature(*data, override.split(","))
+    base_shapes, base_loss, base_logits = _switch_signature(*data, [])
+    assert (shapes != base_shapes or not torch.allclose(loss, base_loss, rtol=0, atol=1e-7)
+            or not torch.allclose(logits, base_logits, rtol=0, atol=1e-7)), f"{override} changed nothing"
 
 
 def _zero_loop_updates(model):

@@ -44,3 +44,15 @@ def test_random_search_draws_a_fixed_subset(tmp_path):
     assert len(drawn) == 3 and drawn == search_points(sweep, 3, seed=7)
     assert all(p in sweep.points() for p in drawn) and len({json.dumps(p) for p in drawn}) == 3
     assert search_points(sweep, 10, seed=7) == sweep.points()
+
+
+def test_free_cores_leave_out_the_busy_ones(monkeypatch):
+    import os
+
+    from loopctr import runtime
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: 8)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.4, 0.0, 0.0))
+    assert runtime.free_cores() == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 0.0, 0.0))
+    assert runtime.free_cores() == 1  # never none

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loopctr.data.prepare import prepare_dataset
 from loopctr.models import MODELS
+from loopctr.runtime import free_cores
 from loopctr.train.trainer import train
 
 # Sized to finish in minutes on 2 CPU cores. Batch 256: the BatchNorm statistics in Dice (momentum 0.01, as
@@ -38,7 +39,9 @@ def run_demo(out, quick: bool = False, log=print) -> list[dict]:
             log(f"{run_dir}: already trained; reusing its metrics")
             report = json.loads(done.read_text())
         else:
-            report = train(data, run_dir, model, overrides=QUICK_TRAIN if quick else DEMO_TRAIN,
+            threads = free_cores()  # not torch's one per core: other jobs may share the machine
+            log(f"{model}: training with {threads} thread(s), the cores free now")
+            report = train(data, run_dir, model, overrides=[*(QUICK_TRAIN if quick else DEMO_TRAIN), f"threads={threads}"],
                            resume=(run_dir / "checkpoint.pt").is_file(), log=log)
         rows.append(report)
     table = results_table(rows)

@@ -23,13 +23,10 @@ import numpy as np
 
 from loopctr.atomic import atomic_write_text
 from loopctr.errors import UserError
+from loopctr.runtime import available_cores
 from loopctr.scaling.sweep import Sweep, check_settings, overrides_of
 
 LOWER_IS_BETTER = {"logloss", "ne"}
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def search_points(sweep: Sweep, samples: int | None, seed: int) -> list[dict[str, str]]:

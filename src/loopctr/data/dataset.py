@@ -104,9 +104,21 @@ class PreparedDataset:
         and 1, padding and OOV, are zeros)."""
         return {name: np.load(self.path / info["file"]) for name, info in _vector_files(self.meta).items()}
 
+    def token_counts(self, vocabulary: str, split: str = "train") -> np.ndarray:
+        """(vocab size,) how often each id of `vocabulary` occurs in `split`, over every field that shares it
+        (target fields and the events of histories)."""
+        data, size = self.split(split), self.vocab_sizes[vocabulary]
+        counts = np.zeros(size, dtype=np.int64)
+        for f in self.schema.fields:
+            if f.type != "numeric" and f.vocab == vocabulary:
+                counts += np.bincount(np.asarray(data.column(f.name)), minlength=size)[:size]
+        return counts
+
     def raw_rows(self, split: str, n: int) -> list[dict]:
-        """The first n rows of a split as raw values (ids back to their tokens; padding and OOV as "never-seen"),
-        as a scoring request would send them."""
+        """The first n rows of a split as raw values (ids back to their tokens, padding and OOV as "never-seen";
+        numeric values un-normalised), as a scoring request would send them."""
+        from loopctr.data.prepare import denormalize_numeric
+
         if self.schema.hashed_vocabularies:
             raise UserError(f"{self.path}: hashed vocabularies {self.schema.hashed_vocabularies} keep no tokens to "
                             "turn ids back into")
@@ -121,6 +133,9 @@ class PreparedDataset:
                     offsets = data.column(f.name + ".offsets")
                     events = values[offsets[r]:offsets[r + 1]]
                     row[f.name] = f.separator.join(token(f.vocab, int(i)) for i in events)
+                elif f.type == "numeric":
+                    stats = self.meta.get("numeric_stats", {}).get(f.name)
+                    row[f.name] = float(denormalize_numeric(np.float64(values[r]), f.normalize, stats))
                 else:
                     row[f.name] = token(f.vocab, int(values[r]))
             rows.append(row)

@@ -174,6 +174,15 @@ def normalize_numeric(x: np.ndarray, how: str, stats: dict | None) -> np.ndarray
     return x
 
 
+def denormalize_numeric(y: np.ndarray, how: str, stats: dict | None) -> np.ndarray:
+    """The inverse of `normalize_numeric`: prepared values back to raw ones."""
+    if how == "standard":
+        return y * stats["std"] + stats["mean"]
+    if how == "log1p":
+        return np.sign(y) * np.expm1(np.abs(y))
+    return y
+
+
 def _fit_numeric(train: pa.Table, schema: Schema) -> dict:
     stats = {}
     for f in schema.of_type("numeric"):
@@ -445,3 +454,32 @@ def prepare_dataset(dataset: str, out_dir, source_dir=None, overwrite: bool = Fa
     log(f"prepared {rows:,} rows into {out_dir} in {meta['prepare_seconds']:.2f}s "
         f"({rows / max(meta['prepare_seconds'], 1e-9):,.0f} rows/s)")
     return meta
+
+
+def prepare_frames(schema, frames: dict, out_dir, overwrite: bool = False, log=print) -> dict:
+    """Prepare in-memory splits: `frames` maps split names (train required) to pandas DataFrames or pyarrow
+    Tables with the schema's columns; `schema` is a catalogue name, a schema YAML path or a `Schema`. The
+    tables are checked as files are (`check_table`), and the same tables prepared again reuse the result."""
+    from loopctr.data import catalog
+    from loopctr.data.sources.registry import check_table
+
+    if isinstance(schema, (str, Path)):
+        schema = catalog.entry(str(schema)).schema
+    if "train" not in frames:
+        raise UserError(f"prepare_frames: needs a 'train' split (got {sorted(frames)})")
+    tables, digest = {}, hashlib.sha256()
+    for split, frame in frames.items():
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+        tables[split] = check_table(table, schema, f"prepare_frames: split '{split}'")
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, tables[split].schema) as writer:
+            writer.write_table(tables[split])
+        digest.update(split.encode() + sink.getvalue().to_pybytes())
+    key = cache_key(schema, {"frames": digest.hexdigest()})
+    out_dir = Path(out_dir)
+    if holds_prepared_dataset(out_dir) and json.loads((out_dir / "schema.json").read_text()).get("cache_key") == key:
+        log(f"{out_dir}: up to date (the same tables); reusing it")
+        return json.loads((out_dir / "schema.json").read_text())
+    names = {split: f"prepare_frames: split '{split}'" for split in tables}
+    return prepare_tables(schema, tables, out_dir, key, names, overwrite=overwrite,
+                          extra_meta={"source": {"frames": sorted(tables)}})

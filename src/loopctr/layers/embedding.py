@@ -8,6 +8,7 @@ from torch import nn
 from loopctr.data.batch import Batch
 from loopctr.data.schema import HASH_BITS, PAD, Schema
 from loopctr.errors import UserError
+from loopctr.layers.amtl import AMTLEmbedding
 from loopctr.layers.hash_embedding import BinaryCodeEmbedding
 
 
@@ -17,24 +18,35 @@ class FeatureEmbedding(nn.Module):
     Categorical fields give (B, d), sequence fields (B, L, d) with zeros at padding (id PAD), numeric
     fields (B, d) as the value times a learned vector (FuxiCTR's numeric embedding). The vocabularies in
     `hashed`, and the schema's hashed ones (whose ids are token hashes), get binary-code hash tables about
-    `hash_compression` times smaller than one row per id.
+    `hash_compression` times smaller than one row per id; those in `amtl`, a per-value size (AMTL, layers/amtl.py:
+    `amtl_options` are its hidden units and temperature).
     """
 
     def __init__(self, schema: Schema, vocab_sizes: dict[str, int], dim: int, init_std: float = 1e-4,
-                 hashed: list[str] = (), hash_compression: float = 10.0):
+                 hashed: list[str] = (), hash_compression: float = 10.0, amtl: list[str] = (),
+                 amtl_options: tuple[int, float] = (32, 1.0)):
         super().__init__()
         self.schema = schema
         self.dim = dim
         self.init_std = init_std
-        unknown = sorted(set(hashed) - set(schema.vocabularies))
-        if unknown:
-            raise UserError(f"model.hash_embedding: {unknown} are not vocabularies of the schema "
-                            f"({list(schema.vocabularies)})")
+        for setting, names in (("hash_embedding", hashed), ("amtl", amtl)):
+            unknown = sorted(set(names) - set(schema.vocabularies))
+            if unknown:
+                raise UserError(f"model.{setting}: {unknown} are not vocabularies of the schema "
+                                f"({list(schema.vocabularies)})")
         token_hashed = schema.hashed_vocabularies
-        self.tables = nn.ModuleDict({
-            v: BinaryCodeEmbedding(vocab_sizes[v], dim, hash_compression, HASH_BITS if v in token_hashed else None)
-            if v in hashed or v in token_hashed else nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD)
-            for v in schema.vocabularies})
+        both = sorted(set(amtl) & (set(hashed) | set(token_hashed)))
+        if both:
+            raise UserError(f"model.amtl: {both} are hashed; a per-value size needs one row per value")
+
+        def table(v):
+            if v in hashed or v in token_hashed:
+                return BinaryCodeEmbedding(vocab_sizes[v], dim, hash_compression, HASH_BITS if v in token_hashed else None)
+            if v in amtl:
+                return AMTLEmbedding(vocab_sizes[v], dim, *amtl_options)
+            return nn.Embedding(vocab_sizes[v], dim, padding_idx=PAD)
+
+        self.tables = nn.ModuleDict({v: table(v) for v in schema.vocabularies})
         self.numeric_fields = [f.name for f in schema.of_type("numeric")]
         self.numeric = nn.Embedding(len(self.numeric_fields), dim) if self.numeric_fields else None
         self.reset_parameters()
@@ -45,8 +57,9 @@ class FeatureEmbedding(nn.Module):
         for name, pretrained_dim in dims.items():
             if name not in self.tables:
                 raise UserError(f"pretrained vectors for '{name}', which is not a vocabulary of the schema")
-            if isinstance(self.tables[name], BinaryCodeEmbedding):
-                raise UserError(f"'{name}' has pretrained vectors and cannot also be hashed (model.hash_embedding)")
+            if isinstance(self.tables[name], (BinaryCodeEmbedding, AMTLEmbedding)):
+                raise UserError(f"'{name}' has pretrained vectors and cannot also be hashed (model.hash_embedding) "
+                                "or sized per value (model.amtl)")
             vocab_size = self.tables[name].num_embeddings
             self.tables[name] = PretrainedTable(vocab_size, pretrained_dim, self.dim, usage, freeze)
 
@@ -63,13 +76,16 @@ class FeatureEmbedding(nn.Module):
         tables = [t.id_table if isinstance(t, PretrainedTable) else t for t in self.tables.values()]
         return [t for t in tables if isinstance(t, nn.Embedding)]
 
+    def amtl_tables(self) -> dict[str, AMTLEmbedding]:
+        return {name: t for name, t in self.tables.items() if isinstance(t, AMTLEmbedding)}
+
     def reset_parameters(self):
         for table in self.id_tables():
             nn.init.normal_(table.weight, std=self.init_std)
             with torch.no_grad():
                 table.weight[PAD].zero_()
         for table in self.tables.values():
-            if isinstance(table, BinaryCodeEmbedding):
+            if isinstance(table, (BinaryCodeEmbedding, AMTLEmbedding)):
                 table.reset_parameters(self.init_std)
         if self.numeric is not None:
             nn.init.normal_(self.numeric.weight, std=self.init_std)

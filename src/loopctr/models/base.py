@@ -35,12 +35,19 @@ class ModelConfig:
     # (layers/hash_embedding.py) about hash_compression times smaller than one row per id
     hash_embedding: list[str] = field(default_factory=list)
     hash_compression: float = 10.0
+    # vocabularies whose values get their own embedding size from their training frequency (layers/amtl.py)
+    amtl: list[str] = field(default_factory=list)
+    amtl_size_penalty: float = 0.01  # x the mean kept fraction of the batch's values, added to the loss
+    amtl_hidden: int = 32  # units of each twin MLP
+    amtl_temperature: float = 1.0
 
     def validate(self):
         if self.embedding_dim < 1:
             raise UserError("model.embedding_dim must be >= 1")
         if self.hash_compression < 1:
             raise UserError(f"model.hash_compression must be >= 1, got {self.hash_compression}")
+        if self.amtl_size_penalty < 0 or self.amtl_hidden < 1 or self.amtl_temperature <= 0:
+            raise UserError("model.amtl_size_penalty must be >= 0, model.amtl_hidden >= 1, model.amtl_temperature > 0")
         for name in ("activation", "dnn_activation", "attention_activation"):
             value = getattr(self, name, None)
             if value is not None and value.lower() not in ACTIVATIONS:
@@ -110,7 +117,8 @@ class CTRModel(nn.Module):
         self.schema = schema
         self.config = config
         self.embedding = FeatureEmbedding(schema, vocab_sizes, config.embedding_dim,
-                                          hashed=config.hash_embedding, hash_compression=config.hash_compression)
+                                          hashed=config.hash_embedding, hash_compression=config.hash_compression,
+                                          amtl=config.amtl, amtl_options=(config.amtl_hidden, config.amtl_temperature))
         self.apg = self._apg_spec()
 
     def use_pretrained(self, dims: dict[str, int]) -> None:
@@ -164,10 +172,21 @@ class CTRModel(nn.Module):
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss and its parts (for logging). Mean BCE on the logits, plus any auxiliary loss."""
         loss = F.binary_cross_entropy_with_logits(outputs["logits"], labels)
-        parts = {"bce": loss.detach()}
+        return self.add_auxiliary(loss, {"bce": loss.detach()}, outputs)
+
+    def add_auxiliary(self, loss: torch.Tensor, parts: dict, outputs: dict) -> tuple[torch.Tensor, dict]:
+        """The task loss plus the model's auxiliary losses (`aux_loss` of the outputs; AMTL's size price)."""
         if "aux_loss" in outputs:
             loss = loss + outputs["aux_loss"]
             parts["aux"] = outputs["aux_loss"].detach()
+        kept = []
+        for table in self.embedding.amtl_tables().values():  # this step's lookups, taken once
+            kept += table.kept_fractions
+            table.kept_fractions = []
+        if kept and self.config.amtl_size_penalty > 0:
+            size = torch.stack(kept).mean()
+            loss = loss + self.config.amtl_size_penalty * size
+            parts["amtl_kept"] = size.detach()
         return loss, parts
 
     def mlp_head(self, input_dim: int) -> MLP:

@@ -431,10 +431,7 @@ class LoopCTR(CTRModel):
             distill = F.binary_cross_entropy_with_logits(by_depth[:-1] / tau, teacher) * tau ** 2
             loss = loss + c.distill_weight * distill
             parts["distill"] = distill.detach()
-        if "aux_loss" in outputs:
-            loss = loss + outputs["aux_loss"]
-            parts["aux"] = outputs["aux_loss"].detach()
-        return loss, parts
+        return self.add_auxiliary(loss, parts, outputs)
 
 
 def trace_pass(trace: dict, before: torch.Tensor, after: torch.Tensor, proposal: torch.Tensor, coefficients) -> None:

@@ -67,6 +67,12 @@ def export(run_dir, fmt: str = "torchscript", depth: int | None = None, out=None
     out = Path(out) if out else Path(run_dir) / default_name
     if out.exists():
         raise UserError(f"{out}: already exists; remove it or pass another --out")
+    sized = {}
+    for name, table in predictor.model.embedding.amtl_tables().items():  # store only the kept dimensions
+        full = table.table_bytes()
+        table.truncate()
+        sized[name] = {"full_bytes": full, "stored_bytes": table.table_bytes(),
+                       "mean_size": float(table.offsets[-1] - table.offsets[2]) / max(table.num_embeddings - 2, 1)}
     scorer = Scorer(predictor.model, depth).eval()
     batch = example_batch(predictor)
     tmp = out.with_name(out.name + ".tmp")
@@ -87,7 +93,8 @@ def export(run_dir, fmt: str = "torchscript", depth: int | None = None, out=None
         inputs = {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": ["batch"] + (["length"] if v.dim() == 2 else [])}
                   for k, v in batch.items()}
         (tmp / "export.json").write_text(json.dumps({"format": fmt, "model": predictor.run.model_name,
-                                                     "depth": depth, "inputs": inputs}, indent=2))
+                                                     "depth": depth, "inputs": inputs,
+                                                     **({"amtl": sized} if sized else {})}, indent=2))
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

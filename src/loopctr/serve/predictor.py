@@ -304,6 +304,17 @@ class Predictor:
     def predict(self, rows, depth=None, budget=None) -> list[float]:
         return self.predict_columns(self.validate(rows), self.resolve_depth(depth, budget)).tolist()
 
+    def predict_table(self, table, depth=None, budget=None) -> np.ndarray:
+        """Probabilities of every row of a pandas DataFrame or pyarrow Table with the schema's columns (histories
+        as separator-joined strings or lists of tokens), checked as requests are, `max_rows` at a time."""
+        import pyarrow as pa
+
+        rows = (table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)).to_pylist()
+        key = self.resolve_depth(depth, budget)
+        parts = [self.predict_columns(self.validate(rows[i:i + self.max_rows]), key)
+                 for i in range(0, len(rows), self.max_rows)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
     def metadata(self) -> dict:
         from loopctr import __version__
 

@@ -137,6 +137,9 @@ class Trainer:
         pretrained = self.data.pretrained_dims if resume else self.data.pretrained_vectors()  # resume: checkpoint
         self.model = build_model(run.model_name, self.data.schema, self.data.vocab_sizes, run.model,
                                  pretrained).to(self.env.device)
+        if not resume:  # AMTL sizes values by their training frequency (a checkpoint carries it)
+            for name, table in self.model.embedding.amtl_tables().items():
+                table.set_frequency(self.data.token_counts(name))
         self.trained = self.model  # what is optimised and checkpointed: the model, or it and an online teacher
         if run.distill.teacher:
             teacher, online = build_teacher(run.distill, self.data, self.env.device, pretrained, self.log)

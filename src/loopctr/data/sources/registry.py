@@ -167,7 +167,7 @@ def _may_skip(ctx: ReadContext, split: str) -> bool:
 
 def read_table_file(path: Path, schema: Schema) -> pa.Table:
     """One split file: CSV (strictly validated by `read_csv_split`) or parquet (same checks, rows named)."""
-    from loopctr.data.sources import check_values, needed_columns, read_csv_split
+    from loopctr.data.sources import needed_columns, read_csv_split
 
     if path.suffix != ".parquet":
         return read_csv_split(path, schema)
@@ -183,23 +183,34 @@ def read_table_file(path: Path, schema: Schema) -> pa.Table:
     missing = [c for c in wanted if c not in names]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing}; the file has {names}")
-    table = pq.read_table(path, columns=wanted)
+    return check_table(pq.read_table(path, columns=wanted), schema, f"{path}", "(parquet row numbers)")
+
+
+def check_table(table: pa.Table, schema: Schema, where: str, numbering: str = "") -> pa.Table:
+    """A split given as a typed table (a parquet file, a DataFrame): the schema's columns, none missing a value
+    (numeric ones may), cast to text or numbers, and checked as a CSV split is; errors name the row (1-based)."""
+    from loopctr.data.sources import check_values, needed_columns
+
+    wanted = needed_columns(schema)
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise UserError(f"{where}: missing column(s) {missing}; the table has {table.column_names}")
     if table.num_rows == 0:
-        raise UserError(f"{path}: the file has no rows")
+        raise UserError(f"{where}: the table has no rows")
     numeric = {f.name for f in schema.of_type("numeric")} | {schema.label}
     columns = {}
     for name in wanted:
         col = table.column(name)
         nulls = col.is_null().to_numpy(zero_copy_only=False)
         if name not in numeric and nulls.any():
-            raise UserError(f"{path}: row {int(np.flatnonzero(nulls)[0]) + 1}, column '{name}': value is missing")
+            raise UserError(f"{where}: row {int(np.flatnonzero(nulls)[0]) + 1}, column '{name}': value is missing")
         try:
             columns[name] = col.cast(pa.float64() if name in numeric else pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise UserError(f"{path}: column '{name}' has type {col.type}, which cannot be read as "
+            raise UserError(f"{where}: column '{name}' has type {col.type}, which cannot be read as "
                             f"{'a number' if name in numeric else 'text'}") from None
     table = pa.table(columns)
-    check_values(table, schema, f"{path} (parquet row numbers)", first_line=1)
+    check_values(table, schema, f"{where} {numbering}".strip(), first_line=1)
     return table
 
 
