@@ -37,7 +37,7 @@ def test_masks_are_prefixes_and_train_through_the_soft_mask():
     assert (hard[..., 1:] <= hard[..., :-1]).all() and (hard[..., 0] == 1).all()  # prefixes, at least one dim
     (mask * torch.randn_like(mask)).sum().backward()
     assert t.high[-1].weight.grad.abs().sum() > 0 and t.low[-1].weight.grad.abs().sum() > 0  # straight-through
-    assert len(t.kept_fractions) == 1 and 0 < float(t.kept_fractions[0]) <= 1
+    assert len(t.kept_fractions) == 1 and 0 < float(t.kept_fractions[0].detach()) <= 1
     t.eval()
     torch.testing.assert_close(t.mask(ids), hard)  # evaluation: the hard mask alone
     sizes = t.sizes()

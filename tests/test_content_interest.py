@@ -210,3 +210,16 @@ def test_evaluate_reports_cold_and_warm_rows(tiny_data, tiny_dataset, tmp_path):
     for bad in ("item_id", "item_history:5", "nope:5", "item_id:0"):
         with pytest.raises(UserError, match="expected FIELD:N"):
             evaluate_run(run, "test", cold=bad)
+
+
+def test_cold_rows_are_counted_in_the_rows_trained_on(tiny_dataset):
+    from loopctr.train.evaluate import frequency_slices
+
+    items = np.asarray(tiny_dataset.split("train").column("item_id"))
+    some = np.arange(0, items.shape[0], 4)  # a quarter of the training rows
+    whole, part = frequency_slices(tiny_dataset, "test", "item_id:3"), frequency_slices(tiny_dataset, "test",
+                                                                                         "item_id:3", some)
+    ids = np.asarray(tiny_dataset.split("test").column("item_id"))
+    counts = np.bincount(items[some], minlength=tiny_dataset.vocab_sizes["item_id"])
+    np.testing.assert_array_equal(part["cold"]["mask"], (counts[ids] < 3) | (ids <= 1))
+    assert part["cold"]["mask"].sum() > whole["cold"]["mask"].sum() and "rows trained on" in part["cold"]["rule"]

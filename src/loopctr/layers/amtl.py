@@ -95,6 +95,7 @@ class AMTLEmbedding(nn.Module):
         self.register_buffer("values", values)
         # value i's vector is values[offsets[i]:offsets[i + 1]] (int32: 4 bytes a value beside its floats)
         self.register_buffer("offsets", torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).int())
+        self.last_index = int(values.shape[0]) - 1  # (every value but padding keeps a dimension: never -1)
         self.truncated = True
 
     def table_bytes(self) -> int:
@@ -109,7 +110,7 @@ class AMTLEmbedding(nn.Module):
             positions = torch.arange(self.dim, device=ids.device)
             start, end = self.offsets[ids].long(), self.offsets[ids + 1].long()
             keep = positions < (end - start).unsqueeze(-1)
-            index = (start.unsqueeze(-1) + positions).clamp_max(max(self.values.shape[0] - 1, 0))
-            gathered = self.values[index] if self.values.shape[0] else self.values.new_zeros(index.shape)
+            index = (start.unsqueeze(-1) + positions).clamp_max(self.last_index)  # positions past a row: masked
+            gathered = self.values[index]
             return gathered * keep.to(gathered.dtype)
         return self.table(ids) * self.mask(ids)

@@ -120,6 +120,7 @@ class CTRModel(nn.Module):
                                           hashed=config.hash_embedding, hash_compression=config.hash_compression,
                                           amtl=config.amtl, amtl_options=(config.amtl_hidden, config.amtl_temperature))
         self.apg = self._apg_spec()
+        self.content: ContentInterest | None = None  # set by the models that read content (`content_interest`)
 
     def use_pretrained(self, dims: dict[str, int]) -> None:
         """Shape the tables of the dataset's vectors (`dims`: name -> vector size, `data.dataset._vector_files`):
@@ -130,7 +131,7 @@ class CTRModel(nn.Module):
         tables = {name: dim for name, dim in dims.items() if not name.startswith(CONTENT)}
         if tables and c.pretrained_usage != "none":
             self.embedding.use_pretrained(tables, c.pretrained_usage, c.pretrained_freeze)
-        content = getattr(self, "content", None)
+        content = self.content
         if content is None:
             return
         have = {name[len(CONTENT):]: dim for name, dim in dims.items() if name.startswith(CONTENT)}
@@ -146,7 +147,7 @@ class CTRModel(nn.Module):
     def load_vectors(self, vectors: dict) -> None:
         """Copy the dataset's vectors (name -> array, as `use_pretrained` named them) into their tables."""
         self.embedding.load_pretrained({n: v for n, v in vectors.items() if not n.startswith(CONTENT)})
-        content = getattr(self, "content", None)
+        content = self.content
         if content is not None:
             content.load(vectors[CONTENT + self.schema.field(content.target_field).vocab])
 

@@ -12,7 +12,7 @@ import torch
 
 from loopctr import metrics as M
 from loopctr.atomic import atomic_write_text
-from loopctr.data.loader import BatchLoader
+from loopctr.data.loader import BatchLoader, sample_rows
 from loopctr.errors import UserError
 from loopctr.train.distributed import DistEnv, gather_arrays
 
@@ -97,18 +97,23 @@ def split_metrics(arrays: dict[str, np.ndarray], depths: list[int] | None = None
     return out
 
 
-def frequency_slices(data, split: str, spec: str) -> dict[str, dict]:
+def frequency_slices(data, split: str, spec: str, train_rows: np.ndarray | None = None) -> dict[str, dict]:
     """`spec` "FIELD:N": the rows of `split` whose categorical FIELD (e.g. item_id) occurs fewer than N times in
-    the training split ("cold"; an OOV id always is) and the others ("warm"), as boolean masks with their rule."""
+    the training rows (`train_rows` of the train split, e.g. a run's `train_fraction`; None: all of it) ("cold";
+    an OOV id always is) and the others ("warm"), as boolean masks with their rule."""
     name, sep, below = spec.partition(":")
     field = data.schema.field(name) if name in data.schema.field_names else None
     if not sep or field is None or field.type != "categorical" or not below.isdigit() or int(below) < 1:
         raise UserError(f"--cold {spec}: expected FIELD:N, a categorical field of the schema and N >= 1 "
                         f"(e.g. item_id:5)")
-    counts = np.bincount(np.asarray(data.split("train").column(name)), minlength=data.vocab_sizes[field.vocab])
+    trained = np.asarray(data.split("train").column(name))
+    if train_rows is not None:
+        trained = trained[train_rows]
+    counts = np.bincount(trained, minlength=data.vocab_sizes[field.vocab])
     ids = np.asarray(data.split(split).column(name))
     cold = (counts[ids] < int(below)) | (ids <= 1)
-    rule = f"{name} seen fewer than {below} times in train"
+    share = "" if train_rows is None else f" (the {train_rows.shape[0]:,} rows trained on)"
+    rule = f"{name} seen fewer than {below} times in train{share}"
     return {"cold": {"rule": rule, "mask": cold}, "warm": {"rule": "the other rows", "mask": ~cold}}
 
 
@@ -263,7 +268,10 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, batch_size: int | 
         return report
     if budget is not None:
         raise UserError("--budget goes with --depths adaptive")
-    slices = frequency_slices(data, split, cold) if cold else None
+    slices = None
+    if cold:  # counted in the rows this run trained on (all of train, or its train_fraction of the users)
+        trained = sample_rows(data.split("train"), run.data.train_fraction, run.data.fraction_seed)
+        slices = frequency_slices(data, split, cold, trained)
     depth_list = resolve_depths(depths, model.trained_depths())
     loader = BatchLoader(data.split(split), batch_size, run.data, with_groups=True)
     if depth_list is None:

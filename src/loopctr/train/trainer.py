@@ -137,13 +137,14 @@ class Trainer:
         pretrained = self.data.pretrained_dims if resume else self.data.pretrained_vectors()  # resume: checkpoint
         self.model = build_model(run.model_name, self.data.schema, self.data.vocab_sizes, run.model,
                                  pretrained).to(self.env.device)
-        if not resume:  # AMTL sizes values by their training frequency (a checkpoint carries it)
-            for name, table in self.model.embedding.amtl_tables().items():
-                table.set_frequency(self.data.token_counts(name))
         self.trained = self.model  # what is optimised and checkpointed: the model, or it and an online teacher
         if run.distill.teacher:
             teacher, online = build_teacher(run.distill, self.data, self.env.device, pretrained, self.log)
             self.trained = Distillation(self.model, teacher, online, run.distill)
+            if online and not resume:
+                self._set_frequencies(teacher)
+        if not resume:
+            self._set_frequencies(self.model)
         self.optimizer = build_optimizer(self.trained, self.cfg)
         self.scaler = torch.amp.GradScaler("cuda") if self.cfg.amp == "fp16" and self.env.device.type == "cuda" else None
         train_split = self.data.split("train")
@@ -266,6 +267,11 @@ class Trainer:
             "config": self.run.to_dict(),
             "data_fingerprint": self.data.fingerprint,
         })
+
+    def _set_frequencies(self, model) -> None:
+        """AMTL sizes values by their training frequency (a fresh model; a checkpoint carries it)."""
+        for name, table in model.embedding.amtl_tables().items():
+            table.set_frequency(self.data.token_counts(name))
 
     def _save_best(self):
         if self.env.is_main:
