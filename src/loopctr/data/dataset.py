@@ -124,20 +124,22 @@ class PreparedDataset:
                             "turn ids back into")
         data, vocabs = self.split(split), self.vocabularies
         token = lambda vocab, i: vocabs[vocab][i - 2] if i >= 2 else "never-seen"  # noqa: E731
+        columns = {f.name: np.asarray(data.column(f.name)) for f in self.schema.fields}
+        offsets = {f.name: data.column(f.name + ".offsets") for f in self.schema.of_type("sequence")}
+        raw = {f.name: denormalize_numeric(columns[f.name][:n].astype(np.float64), f.normalize,
+                                           self.meta.get("numeric_stats", {}).get(f.name))
+               for f in self.schema.of_type("numeric")}
         rows = []
         for r in range(n):
             row = {}
             for f in self.schema.fields:
-                values = np.asarray(data.column(f.name))
                 if f.type == "sequence":
-                    offsets = data.column(f.name + ".offsets")
-                    events = values[offsets[r]:offsets[r + 1]]
+                    events = columns[f.name][offsets[f.name][r]:offsets[f.name][r + 1]]
                     row[f.name] = f.separator.join(token(f.vocab, int(i)) for i in events)
                 elif f.type == "numeric":
-                    stats = self.meta.get("numeric_stats", {}).get(f.name)
-                    row[f.name] = float(denormalize_numeric(np.float64(values[r]), f.normalize, stats))
+                    row[f.name] = float(raw[f.name][r])
                 else:
-                    row[f.name] = token(f.vocab, int(values[r]))
+                    row[f.name] = token(f.vocab, int(columns[f.name][r]))
             rows.append(row)
         return rows
 

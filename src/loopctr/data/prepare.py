@@ -477,9 +477,9 @@ def prepare_frames(schema, frames: dict, out_dir, overwrite: bool = False, log=p
         digest.update(split.encode() + sink.getvalue().to_pybytes())
     key = cache_key(schema, {"frames": digest.hexdigest()})
     out_dir = Path(out_dir)
-    if holds_prepared_dataset(out_dir) and json.loads((out_dir / "schema.json").read_text()).get("cache_key") == key:
+    if stale_reason(out_dir, key, [], log=log) is None:  # no source files: the key covers the tables' bytes
         log(f"{out_dir}: up to date (the same tables); reusing it")
         return json.loads((out_dir / "schema.json").read_text())
     names = {split: f"prepare_frames: split '{split}'" for split in tables}
     return prepare_tables(schema, tables, out_dir, key, names, overwrite=overwrite,
-                          extra_meta={"source": {"frames": sorted(tables)}})
+                          extra_meta={"source": {"frames": sorted(tables)}, "source_files": []})

@@ -75,13 +75,15 @@ class AMTLEmbedding(nn.Module):
         return k.masked_fill(ids == PAD, 0)
 
     def mask(self, ids: torch.Tensor) -> torch.Tensor:
-        """(..., d) prefix masks: hard forward; in training the soft mask's gradient (straight-through)."""
-        p = self.size_probabilities(ids)
+        """(..., d) prefix masks: hard forward; in training the soft mask's gradient (straight-through). A mask
+        depends on the value alone, so the twins run once per distinct value of the batch, not once per lookup."""
+        values, inverse = torch.unique(ids, return_inverse=True)
+        p = self.size_probabilities(values)
         positions = torch.arange(self.dim, device=ids.device)
-        hard = (positions < (p.argmax(-1, keepdim=True) + 1)).to(p.dtype)
+        hard = (positions < (p.argmax(-1, keepdim=True) + 1)).to(p.dtype)[inverse]
         if not self.training:
             return hard
-        soft = p.flip(-1).cumsum(-1).flip(-1)  # m_j = P(size > j) = sum_{k >= j} p_k (0-based j)
+        soft = p.flip(-1).cumsum(-1).flip(-1)[inverse]  # m_j = P(size > j) = sum_{k >= j} p_k (0-based j)
         self.kept_fractions.append(soft.mean())
         return hard + soft - soft.detach()
 

@@ -154,7 +154,7 @@ class CTRModel(nn.Module):
     def content_interest(self, event_dim: int) -> ContentInterest | None:
         """The content interest module of a ContentConfig model (None when off); its output joins the read-out."""
         c = self.config
-        if not getattr(c, "content_interest", False):
+        if not isinstance(c, ContentConfig) or not c.content_interest:
             return None
         return ContentInterest(c.content_dim or c.embedding_dim, event_dim)
 
