@@ -1,8 +1,9 @@
-"""`loopctr report` end to end on tiny runs: sections per dataset, rows per label and settings, the paired test,
-depth tables, and figures that are real PNGs."""
+"""`loopctr report` end to end on tiny runs and on results rows: sections per dataset, rows per label and settings,
+the paired test, depth tables, figures that are real PNGs, and run directories written out as rows and read back."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -70,3 +71,63 @@ def test_report_keeps_datasets_apart_and_refuses_ambiguous_runs(runs, tmp_path, 
     assert main(["report", str(runs / "study"), str(copy), "--out", str(tmp_path / "dup")]) == 2
     assert "repeat a seed with the same settings" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "none")]) == 2
+
+
+def test_results_rows_round_trip_to_the_same_page(runs, tmp_path, capsys):
+    rows = tmp_path / "results.jsonl"
+    assert main(["report", str(runs / "study"), str(runs / "other"), "--results-out", str(rows),
+                 "--out", str(tmp_path / "from-runs")]) == 0
+    assert len(rows.read_text().splitlines()) == 6 and "data_dir" not in rows.read_text()
+    assert main(["report", str(rows), "--out", str(tmp_path / "from-rows")]) == 0
+    from_runs, from_rows = ((tmp_path / d / "report.md").read_text() for d in ("from-runs", "from-rows"))
+    assert from_rows == from_runs and "Dates: " in from_rows
+    assert sorted(p.name for p in (tmp_path / "from-rows").iterdir()) == sorted(
+        p.name for p in (tmp_path / "from-runs").iterdir())
+    capsys.readouterr()
+    # rows of a run and the run itself are one run twice: refused as two runs repeating a seed
+    assert main(["report", str(rows), str(runs / "study"), "--out", str(tmp_path / "both")]) == 2
+    assert "repeat a seed with the same settings" in capsys.readouterr().err
+
+
+def _row(**fields) -> str:
+    row = {"dataset": "beauty", "label": "DIN", "model": "din", "seed": 1, "settings": {}, "metrics": {"auc": 0.81}}
+    return json.dumps(row | fields)
+
+
+def test_hand_written_rows_give_narrow_tables_and_a_figure(tmp_path):
+    rows = tmp_path / "beauty.jsonl"
+    rows.write_text("\n".join([
+        _row(), _row(seed=2, metrics={"auc": 0.82}),
+        _row(label="LoopCTR(1/3)", model="loopctr", metrics={"auc": 0.83, "best_epoch": 6}, date="2026-11-22",
+             machine="2-core AMD EPYC, no GPU"),
+        _row(label="LoopCTR(1/3)", model="loopctr", seed=2, metrics={"auc": 0.80, "best_epoch": 5}),
+        _row(dataset="sports", label="DNN", model="dnn", evaluation={"slices": {
+            "cold": {"rule": "item_id seen fewer than 5 times", "rows": 310, "auc": 0.6, "logloss": 0.72},
+            "warm": {"rule": "the other rows", "rows": 9690, "auc": 0.7, "logloss": 0.67}}})]) + "\n\n")
+    out = tmp_path / "report"
+    assert main(["report", str(rows), "--out", str(out)]) == 0
+    page = (out / "report.md").read_text()
+    assert page.count("\n## ") == 2  # datasets of rows are kept apart too
+    assert "| label | model | seeds | test AUC | best epoch / run |" in page and "gAUC" not in page
+    assert "| LoopCTR(1/3) | loopctr | 1, 2 | 0.8150 ± 0.0212 | 6, 5 |" in page and "| DIN | din | 1, 2 | " in page
+    assert "Dates: 2026-11-22. Machines: 2-core AMD EPYC, no GPU." in page
+    assert "| DNN | 1 | 310 | 0.6000 | 0.7200 | 9,690 | 0.7000 | 0.6700 |" in page  # cold and warm rows
+    data = (out / "leaderboard-0.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    assert not (out / "curves-0.png").exists()  # no validation curve in these rows
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("{not json", "not a JSON object"),
+    (_row(seed="1"), "seed must be an integer"),
+    (json.dumps({"dataset": "beauty", "label": "DIN", "seed": 1, "metrics": {"auc": 0.8}}), "needs model"),
+    (_row(metrics={"logloss": 0.5}), "metrics need the test auc"),
+    (_row(setting={}), "unknown field setting"),
+    (_row(evaluation={"by_depth": [{"depth": 1}]}), "evaluation.by_depth"),
+])
+def test_a_malformed_row_is_a_one_line_error_naming_file_and_line(tmp_path, capsys, line, problem):
+    rows = tmp_path / "bad.jsonl"
+    rows.write_text(_row() + "\n" + line + "\n")
+    assert main(["report", str(rows), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{rows}:2: " in err and problem in err

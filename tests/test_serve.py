@@ -325,6 +325,32 @@ def test_slow_senders_are_cut_off_and_the_connection_limit_holds(din_run, tiny_d
         running.stop()
 
 
+def test_large_bodies_are_parsed_in_a_worker_process_with_the_same_answers(din_run, tiny_data):
+    running = RunningServer(din_run, max_request_rows=100, offload_bytes=1000)
+    try:
+        rows = raw_rows(tiny_data, n=30)
+        assert len(json.dumps({"rows": rows})) > 1000
+        code, text = _request(running.url + "/predict", {"rows": rows})
+        assert code == 200
+        np.testing.assert_allclose(json.loads(text)["predictions"], Predictor(din_run).predict(rows), rtol=1e-6)
+        parsers = running.server.app._parsers
+        assert parsers is not None  # the body went through the worker
+        bad = {"rows": rows[:-1] + [{**rows[-1], "item_id": [1]}]}
+        assert _request(running.url + "/predict", bad) == (400, json.dumps(
+            {"error": "rows[29].item_id must be a string or an integer id, got [1]"}))
+        status, text = _request(running.url + "/predict", raw=b"[" * 100_000)
+        assert status == 400 and "nested too deeply" in json.loads(text)["error"]
+        for process in list(parsers._processes.values()):  # a worker that dies: 503, then a new worker
+            process.kill()
+            process.join()
+        assert _request(running.url + "/predict", {"rows": rows})[0] == 503
+        code, text = _request(running.url + "/predict", {"rows": rows})
+        assert code == 200 and running.server.app._parsers is not parsers
+        assert _request(running.url + "/predict", {"rows": rows[:2]})[0] == 200  # small bodies: inline
+    finally:
+        running.stop()
+
+
 def test_a_history_of_a_million_events_is_scored_from_its_newest_events(din_run, tiny_data):
     predictor = Predictor(din_run)
     keep = predictor.sequence_limit

@@ -1,11 +1,17 @@
-"""`loopctr report`: run directories -> a Markdown page with tables and PNG figures.
+"""`loopctr report`: run directories and results files -> a Markdown page with tables and PNG figures.
 
 Runs are grouped by dataset (never mixed in one table: a section per prepared dataset, told apart by its data
-fingerprint) and, within one, by label: the run directory's name without its `-s<seed>` suffix. Runs of one label
-must differ in their seed only (settings that do not change results, such as threads or the device, aside). Each
-section has the leaderboard (mean ± std over seeds, best mean test AUC first), a paired t-test over common seeds
-of every row against the top one, the depth and oracle table of looped models (runs with `loopctr evaluate
---depths all`), and figures: the leaderboard with every seed, validation AUC by epoch, AUC by depth.
+fingerprint) and, within one, by label: the run directory's name without its `-s<seed>` suffix (a results row
+names its own dataset and label). Runs of one label must differ in their seed only (settings that do not change
+results, such as threads or the device, aside). Each section has the leaderboard (mean ± std over seeds, best mean
+test AUC first), a paired t-test over common seeds of every row against the top one, the depth and oracle table of
+looped models (runs with `loopctr evaluate --depths all`), the cold and warm rows' metrics (runs with `loopctr
+evaluate --cold`), and figures: the leaderboard with every seed, validation AUC by epoch, AUC by depth.
+
+A results file (`.jsonl`) holds runs as rows, one JSON object a line: `dataset`, `label`, `model`, `seed` and
+`metrics` (at least the test `auc`), and where known `settings`, `machine`, `date`, `valid_curve` and
+`evaluation`. `write_results` writes run directories as such rows: metrics and settings only, no data, so that
+results can be kept where the data may not be.
 """
 
 from __future__ import annotations
@@ -14,16 +20,27 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from loopctr.atomic import atomic_write_text
 from loopctr.errors import UserError
 
-# settings that change how a run executes, not what it computes
+# settings that change how a run executes, not what it computes (the data is told apart by its fingerprint, not
+# by where it lies)
 NOT_RESULT_SETTINGS = {"train.seed", "train.threads", "train.device", "train.tensorboard", "train.checkpoint_every",
-                       "train.log_every", "train.eval_batch_size", "data.prefetch"}
+                       "train.log_every", "train.eval_batch_size", "data.prefetch", "data_dir"}
+# a results row: its fields with their JSON types; the first five are required
+ROW_FIELDS = {"dataset": str, "label": str, "model": str, "seed": int, "metrics": dict, "settings": dict,
+              "machine": str, "date": str, "valid_curve": list, "evaluation": dict}
+REQUIRED_ROW_FIELDS = list(ROW_FIELDS)[:5]
+JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list"}
+# the metrics the tables read, numbers wherever a row has them
+TABLE_METRICS = ("auc", "gauc", "logloss", "ece", "best_valid_auc", "best_epoch", "epochs_run", "params_dense",
+                 "params_embedding", "train_samples_per_s", "eval_samples_per_s")
 
 
 @dataclass
@@ -32,11 +49,13 @@ class Run:
     label: str
     seed: int
     model: str
-    dataset: str  # schema name and data fingerprint
+    dataset: str  # a run directory's schema name and data fingerprint; a results row's own name
     settings: dict
     metrics: dict
     valid_curve: list = field(default_factory=list)  # (epoch, valid AUC)
-    evaluation: dict | None = None  # eval.json, when evaluated by depth
+    evaluation: dict | None = None  # eval.json, when evaluated (by depth, or on cold and warm rows)
+    machine: str = ""  # where it ran, when known
+    date: str = ""  # when it finished (YYYY-MM-DD), when known
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -63,6 +82,11 @@ def find_runs(paths: list) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def evaluated(run: Run, part: str) -> bool:
+    """Whether the run's evaluation has that part: `by_depth` (`loopctr evaluate --depths`), `slices` (`--cold`)."""
+    return bool(run.evaluation) and part in run.evaluation
+
+
 def load_run(path: Path) -> Run:
     config = yaml.safe_load((path / "config.yaml").read_text())
     schema = json.loads((path / "schema.json").read_text())
@@ -71,10 +95,99 @@ def load_run(path: Path) -> Run:
     curve = [(e["epoch"], e["auc"]) for e in map(json.loads, (path / "metrics.jsonl").read_text().splitlines())
              if e.get("event") == "valid"]
     evaluation = json.loads((path / "eval.json").read_text()) if (path / "eval.json").is_file() else None
+    metrics = json.loads((path / "metrics.json").read_text())
+    if "auc" in metrics.get("valid", {}):
+        metrics["best_valid_auc"] = metrics["valid"]["auc"]  # the validation metrics are those of the best epoch
+    finished = datetime.fromtimestamp((path / "metrics.json").stat().st_mtime, timezone.utc)
     return Run(path, match.group(1) if match else path.name, int(config["train"]["seed"]), config["model_name"],
-               f"{schema['schema']['name']} ({schema['fingerprint']})", settings,
-               json.loads((path / "metrics.json").read_text()), curve,
-               evaluation if evaluation and "by_depth" in evaluation else None)
+               f"{schema['schema']['name']} ({schema['fingerprint']})", settings, metrics, curve, evaluation,
+               date=finished.date().isoformat())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _row_problem(row) -> str | None:
+    """What is wrong with a results row, or None."""
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [key for key in REQUIRED_ROW_FIELDS if key not in row]
+    if missing:
+        return "a results row needs " + ", ".join(missing)
+    unknown = sorted(set(row) - set(ROW_FIELDS))
+    if unknown:
+        return f"unknown field {unknown[0]} (a results row has {', '.join(ROW_FIELDS)})"
+    for key, kind in ROW_FIELDS.items():
+        if key in row and (not isinstance(row[key], kind) or isinstance(row[key], bool)):
+            return f"{key} must be {JSON_TYPE_NAMES[kind]}"
+    metrics = row["metrics"]
+    if "auc" not in metrics:
+        return "metrics need the test auc"
+    not_numbers = [key for key in TABLE_METRICS if key in metrics and not _is_number(metrics[key])]
+    if not_numbers:
+        return f"metrics.{not_numbers[0]} must be a number"
+    if not isinstance(metrics.get("reliability", []), list) or not all(
+            isinstance(b, dict) and all(_is_number(b.get(key)) for key in ("lower", "count", "mean_pred", "mean_label"))
+            for b in metrics.get("reliability", [])):
+        return "metrics.reliability must be a list of bins with their lower, count, mean_pred and mean_label"
+    if not all(isinstance(p, list) and len(p) == 2 and all(map(_is_number, p)) for p in row.get("valid_curve", [])):
+        return "valid_curve must be a list of [epoch, valid AUC] pairs"
+    evaluation = row.get("evaluation", {})
+    by_depth, oracle = evaluation.get("by_depth", []), evaluation.get("oracle", {"auc": 0})
+    if not isinstance(by_depth, list) or not all(
+            isinstance(d, dict) and _is_number(d.get("depth")) and _is_number(d.get("auc")) for d in by_depth):
+        return "evaluation.by_depth must be a list of objects with a depth and an auc"
+    if not isinstance(oracle, dict) or not _is_number(oracle.get("auc")):
+        return "evaluation.oracle must be an object with an auc"
+    slices = evaluation.get("slices", {})
+    if not isinstance(slices, dict) or not all(isinstance(part, dict) and all(
+            _is_number(part.get(key)) for key in ("rows", "auc", "logloss")) for part in slices.values()):
+        return "evaluation.slices must map each slice to an object with its rows, auc and logloss"
+    return None
+
+
+def read_results(path: Path) -> list[Run]:
+    """The runs of a results file, one row a line (blank lines skipped)."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such results file")
+    runs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+        problem = _row_problem(row)
+        if problem:
+            raise UserError(f"{path}:{number}: {problem}")
+        runs.append(Run(Path(f"{path}:{number}"), row["label"], row["seed"], row["model"], row["dataset"],
+                        row.get("settings", {}), row["metrics"], [tuple(p) for p in row.get("valid_curve", [])],
+                        row.get("evaluation"), row.get("machine", ""), row.get("date", "")))
+    if not runs:
+        raise UserError(f"{path}: no results rows in it")
+    return runs
+
+
+def load_runs(paths: list) -> list[Run]:
+    """The runs of every path: a results file (`.jsonl`), a run directory, or a directory with runs below it."""
+    results = [Path(p) for p in paths if str(p).endswith(".jsonl")]
+    directories = [p for p in paths if not str(p).endswith(".jsonl")]
+    return [load_run(p) for p in find_runs(directories)] + [run for path in results for run in read_results(path)]
+
+
+def result_row(run: Run) -> dict:
+    """A run as a results row (the inverse of `read_results`)."""
+    row = {"dataset": run.dataset, "label": run.label, "model": run.model, "seed": run.seed,
+           "settings": run.settings, "metrics": run.metrics}
+    known = {"machine": run.machine, "date": run.date, "valid_curve": run.valid_curve, "evaluation": run.evaluation}
+    return row | {key: value for key, value in known.items() if value}
+
+
+def write_results(runs: list[Run], path: Path) -> None:
+    """Write runs as a results file, one row a line."""
+    atomic_write_text(Path(path), "".join(json.dumps(result_row(run), default=str) + "\n" for run in runs))
 
 
 def group_runs(runs: list[Run]) -> dict[str, dict[str, list[Run]]]:
@@ -149,20 +262,53 @@ def leaderboard(labels: dict[str, list[Run]]) -> list[tuple[str, list[Run]]]:
     return sorted(labels.items(), key=lambda kv: -np.mean([r.metrics["auc"] for r in kv[1]]))
 
 
+def _mean_of(key: str, digits: int = 4):
+    """A table cell: the mean ± std of a metric over the seeds, when every seed has it."""
+    return lambda metrics: mean_std([m[key] for m in metrics], digits) if all(key in m for m in metrics) else None
+
+
+def _epochs(metrics: list[dict]) -> str | None:
+    if not all("best_epoch" in m for m in metrics):
+        return None
+    return ", ".join(f"{m['best_epoch']}/{m['epochs_run']}" if "epochs_run" in m else f"{m['best_epoch']}"
+                     for m in metrics)
+
+
+def _first(key: str):
+    return lambda metrics: f"{metrics[0][key]:,}" if key in metrics[0] else None
+
+
+def _rate(key: str):
+    return lambda metrics: f"{np.mean([m[key] for m in metrics]):,.0f}" if all(key in m for m in metrics) else None
+
+
+# the leaderboard's columns after label, model and seeds: (header, cell from the seeds' metrics, None if unknown);
+# a column that no row knows is left out, so that results rows with a few metrics give a narrow table
+LEADERBOARD_COLUMNS = [("test AUC", _mean_of("auc")), ("gAUC", _mean_of("gauc")), ("logloss", _mean_of("logloss")),
+                       ("ECE", _mean_of("ece")), ("best valid AUC", _mean_of("best_valid_auc")),
+                       ("best epoch / run", _epochs), ("dense params", _first("params_dense")),
+                       ("embedding params", _first("params_embedding")),
+                       ("train samples/s", _rate("train_samples_per_s")),
+                       ("eval samples/s", _rate("eval_samples_per_s"))]
+
+
 def leaderboard_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
-    lines = ["| label | model | seeds | test AUC | gAUC | logloss | ECE | best epoch / run | dense params | "
-             "embedding params | train samples/s | eval samples/s |", "|---" * 12 + "|"]
-    for label, runs in rows:
-        m = [r.metrics for r in runs]
-        gauc = mean_std([x["gauc"] for x in m]) if all("gauc" in x for x in m) else "-"
-        ece = mean_std([x["ece"] for x in m]) if all("ece" in x for x in m) else "-"
+    cells = [[cell([r.metrics for r in runs]) for _, cell in LEADERBOARD_COLUMNS] for _, runs in rows]
+    shown = [i for i in range(len(LEADERBOARD_COLUMNS)) if any(row[i] is not None for row in cells)]
+    lines = ["| label | model | seeds | " + " | ".join(LEADERBOARD_COLUMNS[i][0] for i in shown) + " |",
+             "|---" * (3 + len(shown)) + "|"]
+    for (label, runs), row in zip(rows, cells):
         lines.append(f"| {label} | {runs[0].model} | {', '.join(str(r.seed) for r in runs)} | "
-                     f"{mean_std([x['auc'] for x in m])} | {gauc} | {mean_std([x['logloss'] for x in m])} | {ece} | "
-                     + ", ".join(f"{x['best_epoch']}/{x['epochs_run']}" for x in m)
-                     + f" | {m[0]['params_dense']:,} | {m[0]['params_embedding']:,} | "
-                     f"{np.mean([x['train_samples_per_s'] for x in m]):,.0f} | "
-                     f"{np.mean([x['eval_samples_per_s'] for x in m]):,.0f} |")
+                     + " | ".join("-" if row[i] is None else row[i] for i in shown) + " |")
     return lines
+
+
+def provenance(runs: list[Run]) -> str:
+    """The dates and machines of runs, where known."""
+    dates = sorted({r.date for r in runs if r.date})
+    machines = sorted({r.machine for r in runs if r.machine})
+    return " ".join(([f"Dates: {', '.join(dates)}."] if dates else [])
+                    + ([f"Machines: {'; '.join(machines)}."] if machines else []))
 
 
 def significance_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
@@ -182,7 +328,7 @@ def significance_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
 
 
 def depth_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
-    looped = [(label, [r for r in runs if r.evaluation]) for label, runs in rows]
+    looped = [(label, [r for r in runs if evaluated(r, "by_depth")]) for label, runs in rows]
     looped = [(label, runs) for label, runs in looped if runs]
     if not looped:
         return []
@@ -199,32 +345,53 @@ def depth_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
     return lines
 
 
-def write_report(paths: list, out: Path) -> str:
+def slice_table(rows: list[tuple[str, list[Run]]]) -> list[str]:
+    """Test metrics on the slices of `loopctr evaluate --cold` (cold and warm rows), for the labels evaluated so."""
+    sliced = [(label, runs) for label, runs in rows if all(evaluated(r, "slices") for r in runs)]
+    if not sliced:
+        return []
+    first = sliced[0][1][0].evaluation["slices"]
+    names = list(first)
+    lines = ["Test metrics by slice (" + "; ".join(f"{name}: {first[name].get('rule', name)}" for name in names) + "):",
+             "", "| label | seeds | " + " | ".join(f"{n} rows | {n} AUC | {n} logloss" for n in names) + " |",
+             "|---|---|" + "---|" * (3 * len(names))]
+    for label, runs in sliced:
+        parts = [[r.evaluation["slices"][n] for r in runs if n in r.evaluation["slices"]] for n in names]
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(
+            f"{part[0]['rows']:,} | {mean_std([x['auc'] for x in part])} | {mean_std([x['logloss'] for x in part])}"
+            if len(part) == len(runs) else "- | - | -" for part in parts) + " |")
+    return lines
+
+
+def write_report(runs: list[Run], out: Path) -> str:
     """Write OUT/report.md and its figures; return the Markdown."""
     from loopctr import plots
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    groups = group_runs([load_run(p) for p in find_runs(paths)])
     page = ["# Results", ""]
-    for i, (dataset, labels) in enumerate(groups.items()):
+    for i, (dataset, labels) in enumerate(group_runs(runs).items()):
         rows = leaderboard(labels)
-        page += [f"## {dataset}", "", *leaderboard_table(rows), ""]
+        known = provenance([r for _, members in rows for r in members])
+        page += [f"## {dataset}", "", *([known, ""] if known else []), *leaderboard_table(rows), ""]
         page += [*significance_table(rows), ""] if len(rows) > 1 else []
         depths = depth_table(rows)
         page += ["Test AUC by inference depth:", "", *depths, ""] if depths else []
+        slices = slice_table(rows)
+        page += [*slices, ""] if slices else []
         figures = {f"leaderboard-{i}.png": lambda p: plots.leaderboard_figure(
-                       [(label, [r.metrics["auc"] for r in runs]) for label, runs in rows], p, dataset),
-                   f"curves-{i}.png": lambda p: plots.curves_figure(
-                       [(label, [r.valid_curve for r in runs]) for label, runs in rows], p, dataset)}
+                       [(label, [r.metrics["auc"] for r in runs]) for label, runs in rows], p, dataset)}
+        curves = [(label, [r.valid_curve for r in runs]) for label, runs in rows if any(r.valid_curve for r in runs)]
+        if curves:  # results rows may come without their validation curve
+            figures[f"curves-{i}.png"] = lambda p: plots.curves_figure(curves, p, dataset)
         calibrated = [(label, [r.metrics["reliability"] for r in runs]) for label, runs in rows
                       if all("reliability" in r.metrics for r in runs)]
         if calibrated:
             figures[f"calibration-{i}.png"] = lambda p: plots.reliability_figure(calibrated, p, dataset)
         if depths:
             figures[f"depths-{i}.png"] = lambda p: plots.depth_by_label_figure(
-                [(label, [r.evaluation["by_depth"] for r in runs if r.evaluation]) for label, runs in rows
-                 if any(r.evaluation for r in runs)], p, dataset)
+                [(label, [r.evaluation["by_depth"] for r in runs if evaluated(r, "by_depth")]) for label, runs in rows
+                 if any(evaluated(r, "by_depth") for r in runs)], p, dataset)
         for name, draw in figures.items():
             draw(out / name)
             page += [f"![{name[:-4]}]({name})", ""]

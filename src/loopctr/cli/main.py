@@ -35,6 +35,18 @@ def cmd_prepare(args):
         print(f"warning: {line} (`loopctr data info {args.out}` shows the checks)")
 
 
+def cmd_pretrain_cross(args):
+    from loopctr.train.pretrain_cross import pretrain_cross
+
+    report = pretrain_cross(args.data, args.pairs, args.overrides)
+    rows = [{"pair": pair, "seen_pairs": r["seen_pairs"], "held_out_error": r["held_out_error"],
+             "table_error": r["held_out_error_of_table"], "fold_error": r["fold_error"],
+             "fold_table_error": r["fold_error_of_table"], "stored_MB": r["stored_bytes"] / 1e6,
+             "table_MB": r["table_bytes"] / 1e6} for pair, r in report.items()]
+    print(text_table(rows, list(rows[0])))
+    print(f"wrote {args.data}/cross/ (use with model.cross_features=[{','.join(report)}])")
+
+
 def cmd_train(args):
     from loopctr.train import distributed
     from loopctr.train.trainer import train
@@ -89,10 +101,18 @@ def cmd_export(args):
 
 
 def cmd_report(args):
-    from loopctr.report import write_report
+    from loopctr.report import load_runs, write_report, write_results
 
-    print(write_report(args.runs, Path(args.out)))
-    print(f"\nwrote {Path(args.out) / 'report.md'} and its figures")
+    if not (args.out or args.results_out):
+        raise UserError("give --out DIR for the page and its figures, --results-out FILE.jsonl for results rows, "
+                        "or both")
+    runs = load_runs(args.runs)
+    if args.results_out:
+        write_results(runs, Path(args.results_out))
+        print(f"wrote {len(runs)} results rows to {args.results_out}")
+    if args.out:
+        print(write_report(runs, Path(args.out)))
+        print(f"\nwrote {Path(args.out) / 'report.md'} and its figures")
 
 
 def sweep_of(args, models: list[str]):
@@ -161,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="generator settings (synthetic) or source options (see `loopctr data info NAME`)")
     s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("pretrain-cross", help="pre-train explicit cross features of field pairs on a prepared "
+                                              "dataset's train split (PCF-GNN-style), for model.cross_features")
+    s.add_argument("data", help="prepared dataset directory (the matrices are written into it)")
+    s.add_argument("--pairs", required=True, type=lambda text: [p for p in text.split(",") if p],
+                   metavar="FIELD:FIELD,...", help="pairs of categorical fields, e.g. user_id:item_id,user_id:cate_id")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="settings: dim, layers, smoothing, holdout, steps, lr, eval_every, seed, threads")
+    s.set_defaults(func=cmd_pretrain_cross)
 
     add_data_commands(sub)
 
@@ -240,8 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("report", help="tables (mean ± std over seeds, paired tests, depths) and figures of runs")
-    s.add_argument("runs", nargs="+", help="run directories, or directories with runs up to two levels below")
-    s.add_argument("--out", required=True, help="directory for report.md and its PNG figures")
+    s.add_argument("runs", nargs="+", help="run directories, directories with runs up to two levels below, or "
+                                           "results files (.jsonl, as --results-out writes them)")
+    s.add_argument("--out", help="directory for report.md and its PNG figures")
+    s.add_argument("--results-out", metavar="FILE.jsonl",
+                   help="write the runs as results rows (metrics and settings, no data), one JSON object a line")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("models", help="list the available models")

@@ -206,7 +206,7 @@ class Batch:
             flat = real.reshape(-1).nonzero().squeeze(-1)
             values = {n: c.reshape(-1).index_select(0, flat) for n, c in zip(names, columns)}
             sequences.append(Jagged.from_lengths(values, lengths, width=real.shape[1]))
-        features = {f.name: batch[f.name] for f in schema.fields if f.type != "sequence"}
+        features = {f.name: batch[f.name] for f in schema.fields if f.type != "sequence" and not f.cross}
         return cls(label, features, sequences, batch.get(GROUP))
 
 

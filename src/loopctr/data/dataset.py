@@ -48,12 +48,21 @@ class ArraySplit(SplitData):
 
 
 CONTENT = "content:"  # the dataset vectors of "content:<vocab>" are item content vectors, not an embedding table
+CROSS = "cross:"  # "cross:<field>:<field>@<side>": a pair's cross-feature matrices (PairCrossFeatures.SIDES)
+
+
+def cross_vector_name(pair: str, side: str) -> str:
+    return f"{CROSS}{pair}@{side}"
 
 
 def _vector_files(meta: dict) -> dict[str, dict]:
     """Name -> file info of a prepared dataset's vectors: pretrained tables by vocabulary, content vectors as
-    "content:<vocab>" (one mapping, so that every path that builds a model carries both)."""
-    return {**meta.get("pretrained", {}), **{CONTENT + name: info for name, info in meta.get("content", {}).items()}}
+    "content:<vocab>", cross-feature matrices (`loopctr pretrain-cross`) by pair and side (one mapping, so that
+    every path that builds a model carries them all)."""
+    cross = {cross_vector_name(pair, side): {"file": file, "dim": info["dim"]}
+             for pair, info in meta.get("cross", {}).items() for side, file in info["files"].items()}
+    return {**meta.get("pretrained", {}), **{CONTENT + name: info for name, info in meta.get("content", {}).items()},
+            **cross}
 
 
 def pretrained_dims(meta: dict) -> dict[str, int]:
@@ -100,8 +109,8 @@ class PreparedDataset:
         return pretrained_dims(self.meta)
 
     def pretrained_vectors(self) -> dict[str, np.ndarray]:
-        """Name (pretrained: the vocabulary; content: "content:<vocab>") -> its vectors, row i for id i (rows 0
-        and 1, padding and OOV, are zeros)."""
+        """Name (pretrained: the vocabulary; content: "content:<vocab>"; cross features: `cross_vector_name`) ->
+        its vectors, row i for id i (rows 0 and 1 of pretrained and content vectors, padding and OOV, are zeros)."""
         return {name: np.load(self.path / info["file"]) for name, info in _vector_files(self.meta).items()}
 
     def token_counts(self, vocabulary: str, split: str = "train") -> np.ndarray:

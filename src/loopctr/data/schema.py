@@ -25,6 +25,14 @@ PADDING_SIDES = ("pre", "post")
 NUMERIC_NORMALIZATIONS = ("none", "standard", "log1p")
 
 
+def parse_pair(name: str, where: str = "model.cross_features") -> tuple[str, str]:
+    """A pair of fields, 'user_id:item_id' -> ('user_id', 'item_id') (cross features, layers/cross_features.py)."""
+    left, sep, right = name.partition(":")
+    if not sep or not left or not right or ":" in right or left == right:
+        raise UserError(f"{where}: '{name}' is not a pair of two fields; expected FIELD:FIELD (e.g. user_id:item_id)")
+    return left, right
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
@@ -38,6 +46,9 @@ class FieldSpec:
     # the field's vocabulary is hashed: no token list, each token's id is a stable 31-bit hash of it (prepare.py's
     # token_code), so tokens never seen in training keep ids of their own; embedded by binary-code hash tables
     hashed: bool = False
+    # a numeric field that a model computes from two categorical fields' ids through their pre-trained cross
+    # feature (layers/cross_features.py; `Schema.with_cross_features`), never read from data or requests
+    cross: bool = False
 
     @property
     def vocab(self) -> str | None:
@@ -83,6 +94,18 @@ class Schema:
                 seen.append(f.vocab)
         return seen
 
+    def with_cross_features(self, pairs: list[str]) -> Schema:
+        """This schema and one numeric field per pair of categorical fields ("user_id:item_id"), its value the
+        pair's pre-trained cross feature: how a model built with `model.cross_features` sees its inputs."""
+        added = []
+        for pair in pairs:
+            for name in parse_pair(pair):
+                if name not in self.field_names or self.field(name).type != "categorical":
+                    raise UserError(f"model.cross_features: '{name}' of '{pair}' is not a categorical field "
+                                    f"({[f.name for f in self.of_type('categorical')]})")
+            added.append(FieldSpec(name=pair, type="numeric", cross=True))
+        return dataclasses.replace(self, fields=self.fields + tuple(added)) if added else self
+
     def sequence_targets(self) -> list[tuple[str, str]]:
         """(target field, sequence field) pairs: a sequence field and the categorical field it shares a vocabulary
         with, e.g. (item_id, item_history). Target-attention models attend from the target over the sequence."""
@@ -110,13 +133,16 @@ class Schema:
         return [g for g in self.sequence_groups() if len(g) > 1 and len({self.field(n).vocab for n in g}) == len(g)]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The declared schema: a model's computed cross fields are not part of it."""
+        raw = dataclasses.asdict(self)
+        raw["fields"] = [{k: v for k, v in f.items() if k != "cross"} for f in raw["fields"] if not f["cross"]]
+        return raw
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-_FIELD_KEYS = {f.name for f in dataclasses.fields(FieldSpec)}
+_FIELD_KEYS = {f.name for f in dataclasses.fields(FieldSpec)} - {"cross"}
 _SCHEMA_KEYS = {f.name for f in dataclasses.fields(Schema)}
 
 

@@ -9,6 +9,7 @@ from loopctr.data.batch import Batch
 from loopctr.data.schema import HASH_BITS, PAD, Schema
 from loopctr.errors import UserError
 from loopctr.layers.amtl import AMTLEmbedding
+from loopctr.layers.cross_features import PairCrossFeatures
 from loopctr.layers.hash_embedding import BinaryCodeEmbedding
 
 
@@ -19,7 +20,8 @@ class FeatureEmbedding(nn.Module):
     fields (B, d) as the value times a learned vector (FuxiCTR's numeric embedding). The vocabularies in
     `hashed`, and the schema's hashed ones (whose ids are token hashes), get binary-code hash tables about
     `hash_compression` times smaller than one row per id; those in `amtl`, a per-value size (AMTL, layers/amtl.py:
-    `amtl_options` are its hidden units and temperature).
+    `amtl_options` are its hidden units and temperature). The schema's cross fields are numeric fields whose
+    values `cross` computes from two categorical fields' ids (layers/cross_features.py).
     """
 
     def __init__(self, schema: Schema, vocab_sizes: dict[str, int], dim: int, init_std: float = 1e-4,
@@ -49,6 +51,8 @@ class FeatureEmbedding(nn.Module):
         self.tables = nn.ModuleDict({v: table(v) for v in schema.vocabularies})
         self.numeric_fields = [f.name for f in schema.of_type("numeric")]
         self.numeric = nn.Embedding(len(self.numeric_fields), dim) if self.numeric_fields else None
+        crossed = [f.name for f in schema.fields if f.cross]
+        self.cross = PairCrossFeatures(crossed, [f.name for f in schema.of_type("categorical")]) if crossed else None
         self.reset_parameters()
 
     def use_pretrained(self, dims: dict[str, int], usage: str = "init", freeze: bool = True) -> None:
@@ -90,16 +94,22 @@ class FeatureEmbedding(nn.Module):
         if self.numeric is not None:
             nn.init.normal_(self.numeric.weight, std=self.init_std)
 
+    def numeric_values(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """numeric field -> its (B,) float values: the batch's, and the cross features computed from its ids."""
+        values = {name: batch.features[name].float() for name in self.numeric_fields if name in batch.features}
+        return {**values, **(self.cross(batch) if self.cross is not None else {})}
+
     def forward(self, batch: Batch, fields: list[str] | None = None) -> dict[str, torch.Tensor]:
         """field -> its embeddings: (B, d) for categorical and numeric fields, (T, d) for a sequence field (one
         row per event of its group's Jagged: nothing is embedded at padding, there is none)."""
         out = {}
+        numeric = self.numeric_values(batch) if self.numeric is not None else {}
         for f in self.schema.fields:
             if fields is not None and f.name not in fields:
                 continue
             if f.type == "numeric":
                 i = self.numeric_fields.index(f.name)
-                out[f.name] = batch.features[f.name].unsqueeze(-1).float() * self.numeric.weight[i]
+                out[f.name] = numeric[f.name].unsqueeze(-1) * self.numeric.weight[i]
             elif f.type == "categorical":
                 out[f.name] = self.tables[f.vocab](batch.features[f.name])
             else:

@@ -11,6 +11,7 @@ import torch
 from loopctr.layers.apg import APGLinear, product
 from loopctr.layers.attention import DINAttention
 from loopctr.layers.content_interest import ContentInterest
+from loopctr.layers.cross_features import CrossGNN
 from loopctr.layers.hstu import RelativePositionBias
 from loopctr.layers.hyper_connections import HyperConnection, select_tokens
 from loopctr.layers.transformer import MultiHeadAttention
@@ -100,3 +101,21 @@ def apg_linear_reference(layer: APGLinear, x: torch.Tensor, condition: torch.Ten
     weights = torch.einsum("ik,nkl,lo->nio", u, s, v)
     y = torch.einsum("ni,nio->no", x, weights)
     return y + (bias if bias is not None else layer.bias)
+
+
+def cross_gnn_states_reference(model: CrossGNN, edges: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    """CrossGNN's message passing through dense row-normalised adjacency matrices, one per edge type and
+    direction: h' = tanh(h + sum_t W_t (A_t h_neighbours)), A_t[i, j] = count(i, j) / degree(i)."""
+    h = {v: table.weight for v, table in model.embedding.items()}
+    for weights in model.messages:
+        update = dict(h)
+        for name, left_vocab, right_vocab in model.pairs:
+            left, right = edges[name]
+            adjacency = torch.zeros(h[left_vocab].shape[0], h[right_vocab].shape[0])
+            adjacency.index_put_((left, right), torch.ones(len(left)), accumulate=True)
+            for side, a, to, source in (("left", adjacency, left_vocab, right_vocab),
+                                        ("right", adjacency.t(), right_vocab, left_vocab)):
+                mean = a / a.sum(1, keepdim=True).clamp_min(1.0)
+                update[to] = update[to] + weights[f"{name}>{side}"](mean @ h[source])
+        h = {v: torch.tanh(x) for v, x in update.items()}
+    return h

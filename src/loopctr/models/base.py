@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loopctr.data.schema import Schema
+from loopctr.data.dataset import CONTENT, CROSS, cross_vector_name
+from loopctr.data.schema import Schema, parse_pair
 from loopctr.errors import UserError
 from loopctr.layers.apg import APGSpec
-from loopctr.data.dataset import CONTENT
 from loopctr.layers.content_interest import ContentInterest
 from loopctr.layers.embedding import FeatureEmbedding
 from loopctr.layers.mlp import ACTIVATIONS, MLP
@@ -40,6 +40,9 @@ class ModelConfig:
     amtl_size_penalty: float = 0.01  # x the mean kept fraction of the batch's values, added to the loss
     amtl_hidden: int = 32  # units of each twin MLP
     amtl_temperature: float = 1.0
+    # pairs of categorical fields ("user_id:item_id") whose pre-trained cross features (`loopctr pretrain-cross`,
+    # layers/cross_features.py) join the model's inputs as numeric fields
+    cross_features: list[str] = field(default_factory=list)
 
     def validate(self):
         if self.embedding_dim < 1:
@@ -48,6 +51,10 @@ class ModelConfig:
             raise UserError(f"model.hash_compression must be >= 1, got {self.hash_compression}")
         if self.amtl_size_penalty < 0 or self.amtl_hidden < 1 or self.amtl_temperature <= 0:
             raise UserError("model.amtl_size_penalty must be >= 0, model.amtl_hidden >= 1, model.amtl_temperature > 0")
+        for pair in self.cross_features:
+            parse_pair(pair)
+        if len(set(self.cross_features)) < len(self.cross_features):
+            raise UserError(f"model.cross_features lists a pair twice: {self.cross_features}")
         for name in ("activation", "dnn_activation", "attention_activation"):
             value = getattr(self, name, None)
             if value is not None and value.lower() not in ACTIVATIONS:
@@ -116,6 +123,7 @@ class CTRModel(nn.Module):
         super().__init__()
         self.schema = schema
         self.config = config
+        self.vocab_sizes = dict(vocab_sizes)
         self.embedding = FeatureEmbedding(schema, vocab_sizes, config.embedding_dim,
                                           hashed=config.hash_embedding, hash_compression=config.hash_compression,
                                           amtl=config.amtl, amtl_options=(config.amtl_hidden, config.amtl_temperature))
@@ -126,11 +134,20 @@ class CTRModel(nn.Module):
         """Shape the tables of the dataset's vectors (`dims`: name -> vector size, `data.dataset._vector_files`):
         pretrained-vector tables for vocabularies, as configured; content vectors ("content:<vocab>") for the
         content interest module, when the model has one (others ignore them). Called by `build_model` always,
-        so that a model asking for content on a dataset without any says so."""
+        so that a model asking for content or cross features on a dataset without them says so."""
         c = self.config
-        tables = {name: dim for name, dim in dims.items() if not name.startswith(CONTENT)}
+        tables = {name: dim for name, dim in dims.items() if not name.startswith((CONTENT, CROSS))}
         if tables and c.pretrained_usage != "none":
             self.embedding.use_pretrained(tables, c.pretrained_usage, c.pretrained_freeze)
+        cross = self.embedding.cross
+        for pair, fields in (cross.pairs.items() if cross is not None else ()):
+            missing = [s for s in cross.SIDES if cross_vector_name(pair, s) not in dims]
+            if missing:
+                raise UserError(f"model.cross_features: the dataset has no pre-trained cross features for '{pair}' "
+                                f"(has {sorted({n[len(CROSS):].rsplit('@', 1)[0] for n in dims if n.startswith(CROSS)})}"
+                                f"); run `loopctr pretrain-cross DATA --pairs {pair}`")
+            cross.attach(pair, *[(self.vocab_sizes[self.schema.field(f).vocab], dims[cross_vector_name(pair, s)])
+                                 for f, s in zip(fields, ("left", "right"))])
         content = self.content
         if content is None:
             return
@@ -146,7 +163,10 @@ class CTRModel(nn.Module):
 
     def load_vectors(self, vectors: dict) -> None:
         """Copy the dataset's vectors (name -> array, as `use_pretrained` named them) into their tables."""
-        self.embedding.load_pretrained({n: v for n, v in vectors.items() if not n.startswith(CONTENT)})
+        self.embedding.load_pretrained({n: v for n, v in vectors.items() if not n.startswith((CONTENT, CROSS))})
+        cross = self.embedding.cross
+        for pair in (cross.pairs if cross is not None else ()):
+            cross.load(pair, {side: vectors[cross_vector_name(pair, side)] for side in cross.SIDES})
         content = self.content
         if content is not None:
             content.load(vectors[CONTENT + self.schema.field(content.target_field).vocab])

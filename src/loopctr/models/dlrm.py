@@ -86,7 +86,8 @@ class DLRM(CTRModel):
         vectors = self.embedding.pooled(batch, self.sparse)
         dense = None
         if self.bottom is not None:
-            dense = self.bottom(torch.stack([batch.features[f].float() for f in self.numeric], dim=-1))
+            values = self.embedding.numeric_values(batch)
+            dense = self.bottom(torch.stack([values[f] for f in self.numeric], dim=-1))
             vectors.append(dense)
         stacked = torch.stack(vectors, dim=1)  # (B, n, d)
         if self.config.interaction_op == "dot":

@@ -34,12 +34,14 @@ def model_class(name: str) -> type[CTRModel]:
 def build_model(name: str, schema, vocab_sizes, config: ModelConfig | None = None,
                 pretrained: dict | None = None) -> CTRModel:
     """A freshly initialised model. `pretrained` maps the dataset's vectors (pretrained tables by vocabulary,
-    content vectors as "content:<vocab>") to arrays (copied in), or just their sizes (tables of that shape, for
-    weights that a checkpoint will fill)."""
+    content vectors as "content:<vocab>", cross features as `data.dataset.cross_vector_name`) to arrays (copied
+    in), or just their sizes (tables of that shape, for weights that a checkpoint will fill). The model's schema
+    is the dataset's with a numeric field per pair of `model.cross_features`."""
     cls = model_class(name)
-    model = cls(schema, vocab_sizes, config or cls.config_class())
+    config = config or cls.config_class()
+    model = cls(schema.with_cross_features(config.cross_features), vocab_sizes, config)
     pretrained = pretrained or {}
-    model.use_pretrained({name: v if isinstance(v, int) else v.shape[1] for name, v in pretrained.items()})
+    model.use_pretrained({name: v if isinstance(v, int) else v.shape[-1] for name, v in pretrained.items()})
     model.reset_parameters()
     arrays = {name: v for name, v in pretrained.items() if not isinstance(v, int)}
     if arrays:  # tables without pretrained vectors (pretrained_usage=none) are skipped

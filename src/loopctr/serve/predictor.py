@@ -117,60 +117,30 @@ def load_export(export_dir):
     return run, meta, vocabs, ExportedProgram(export_dir, info)
 
 
-class Predictor:
-    """Validates, encodes and scores raw rows. Requests of more than `chunk_rows` rows are scored in chunks of
-    rows of similar sequence length (`data.batch.length_groups`): models that pad a batch's histories to its
-    longest row, above all in attention, which pays for padding quadratically, do less work on padding
-    (BENCHMARKS.md, "Serving"). The predictions are the same; 0 scores every request in one batch."""
+class RequestValidator:
+    """Checks a request against a schema, field by field, without the model: plain data, so that a worker
+    process can validate large requests off the serving event loop (`serve/server.py`)."""
 
-    CHUNK_ROWS = 128  # rows per chunk by default (ServeConfig and `loopctr serve --chunk-rows` take it too)
+    def __init__(self, schema, max_rows: int, sequence_limit: int):
+        self.schema, self.max_rows, self.sequence_limit = schema, max_rows, sequence_limit
 
-    def __init__(self, run_dir, max_rows: int = 4096, chunk_rows: int = CHUNK_ROWS):
-        if chunk_rows < 0:
-            raise UserError("chunk_rows must be >= 0")
-        self.chunk_rows = chunk_rows
-        self.run_dir = Path(run_dir)
-        self.model = self.program = None
-        if (self.run_dir / "export.json").is_file():
-            self.run, self.meta, vocabs, self.program = load_export(run_dir)
-            self.max_depth = None  # the program runs the one depth it was exported with
-        else:
-            self.run, self.meta, vocabs, self.model = load_run(run_dir)
-            self.max_depth = model_depths(self.model)
-        self.exit_head, self.exit_record = load_exit_head(run_dir) if self.model is not None else (None, None)
-        self.schema = schema_from_dict(self.meta["schema"])
-        self.vocabs = {name: TokenIndex(vocabs[name]) if name in vocabs else HashedTokens()
-                       for name in self.schema.vocabularies}
-        self.sequence_limit = sequence_limit(self.schema, self.run.data)
-        self.max_rows = max_rows
+    def parse(self, raw: bytes) -> tuple[dict[str, list], int, object, object]:
+        """A POST /predict body -> (validated columns, rows, the raw 'depth' and 'budget' or None)."""
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise BadRequest("malformed JSON: nested too deeply") from None
+        except ValueError as exc:  # not JSON, not UTF-8, or an integer beyond Python's digit limit
+            raise BadRequest(f"malformed JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object with 'rows'")
+        unknown = set(body) - {"rows", "depth", "budget"}
+        if unknown:
+            raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'rows' and optional 'depth', 'budget'")
+        if "rows" not in body:
+            raise BadRequest("missing 'rows'")
+        return self.validate(body["rows"]), len(body["rows"]), body.get("depth"), body.get("budget")
 
-    def resolve_depth(self, depth, budget=None):
-        """A request's depth (None when absent; an int; or "adaptive", with an optional `budget` of mean
-        passes) as the depth key of `predict_columns`: None, an int, or ("adaptive", exit threshold).
-        BadRequest unless this predictor can run it."""
-        if budget is not None and depth != "adaptive":
-            raise BadRequest("'budget' goes with \"depth\": \"adaptive\"")
-        if depth is None:
-            return None
-        if self.program is not None:
-            fixed = f"exported at depth {self.program.depth}" if self.program.depth else "exported without a depth"
-            raise BadRequest(f"this is an export of '{self.run.model_name}' ({fixed}); omit 'depth' or serve the run")
-        if self.max_depth is None:
-            raise BadRequest(f"model '{self.run.model_name}' has no loop depth; omit 'depth'")
-        if depth == "adaptive":
-            if self.exit_head is None:
-                raise BadRequest("this run has no exit head: `loopctr evaluate --run RUN --depths adaptive` fits one")
-            if budget is None:
-                return "adaptive", self.exit_record["threshold"]
-            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget <= self.max_depth:
-                raise BadRequest(f"'budget' must be a number of mean passes in 1..{self.max_depth}, "
-                                 f"got {brief(budget)}")
-            return "adaptive", threshold_for_budget(self.exit_record["calibration"], float(budget))["threshold"]
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
-            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth} or \"adaptive\", got {brief(depth)}")
-        return depth
-
-    # -- validation ---------------------------------------------------------------------------------------
     def validate(self, rows) -> dict[str, list]:
         """Raw rows (list of {field: value}) -> columns of strings / floats / token lists; BadRequest if wrong."""
         if not isinstance(rows, list) or not rows:
@@ -224,6 +194,65 @@ class Predictor:
         if any(isinstance(t, bool) or not isinstance(t, (str, int)) or t == "" for t in tokens):
             raise BadRequest(f"{where} has an empty or non-id token: {brief(tokens)}")
         return [str(t) for t in tokens]
+
+
+class Predictor:
+    """Validates, encodes and scores raw rows. Requests of more than `chunk_rows` rows are scored in chunks of
+    rows of similar sequence length (`data.batch.length_groups`): models that pad a batch's histories to its
+    longest row, above all in attention, which pays for padding quadratically, do less work on padding
+    (BENCHMARKS.md, "Serving"). The predictions are the same; 0 scores every request in one batch."""
+
+    CHUNK_ROWS = 128  # rows per chunk by default (ServeConfig and `loopctr serve --chunk-rows` take it too)
+
+    def __init__(self, run_dir, max_rows: int = 4096, chunk_rows: int = CHUNK_ROWS):
+        if chunk_rows < 0:
+            raise UserError("chunk_rows must be >= 0")
+        self.chunk_rows = chunk_rows
+        self.run_dir = Path(run_dir)
+        self.model = self.program = None
+        if (self.run_dir / "export.json").is_file():
+            self.run, self.meta, vocabs, self.program = load_export(run_dir)
+            self.max_depth = None  # the program runs the one depth it was exported with
+        else:
+            self.run, self.meta, vocabs, self.model = load_run(run_dir)
+            self.max_depth = model_depths(self.model)
+        self.exit_head, self.exit_record = load_exit_head(run_dir) if self.model is not None else (None, None)
+        self.schema = schema_from_dict(self.meta["schema"])
+        self.vocabs = {name: TokenIndex(vocabs[name]) if name in vocabs else HashedTokens()
+                       for name in self.schema.vocabularies}
+        self.sequence_limit = sequence_limit(self.schema, self.run.data)
+        self.max_rows = max_rows
+        self.validator = RequestValidator(self.schema, max_rows, self.sequence_limit)
+
+    def resolve_depth(self, depth, budget=None):
+        """A request's depth (None when absent; an int; or "adaptive", with an optional `budget` of mean
+        passes) as the depth key of `predict_columns`: None, an int, or ("adaptive", exit threshold).
+        BadRequest unless this predictor can run it."""
+        if budget is not None and depth != "adaptive":
+            raise BadRequest("'budget' goes with \"depth\": \"adaptive\"")
+        if depth is None:
+            return None
+        if self.program is not None:
+            fixed = f"exported at depth {self.program.depth}" if self.program.depth else "exported without a depth"
+            raise BadRequest(f"this is an export of '{self.run.model_name}' ({fixed}); omit 'depth' or serve the run")
+        if self.max_depth is None:
+            raise BadRequest(f"model '{self.run.model_name}' has no loop depth; omit 'depth'")
+        if depth == "adaptive":
+            if self.exit_head is None:
+                raise BadRequest("this run has no exit head: `loopctr evaluate --run RUN --depths adaptive` fits one")
+            if budget is None:
+                return "adaptive", self.exit_record["threshold"]
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget <= self.max_depth:
+                raise BadRequest(f"'budget' must be a number of mean passes in 1..{self.max_depth}, "
+                                 f"got {brief(budget)}")
+            return "adaptive", threshold_for_budget(self.exit_record["calibration"], float(budget))["threshold"]
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= self.max_depth:
+            raise BadRequest(f"'depth' must be an integer in 1..{self.max_depth} or \"adaptive\", got {brief(depth)}")
+        return depth
+
+    def validate(self, rows) -> dict[str, list]:
+        """Raw rows (list of {field: value}) -> columns of strings / floats / token lists; BadRequest if wrong."""
+        return self.validator.validate(rows)
 
     # -- scoring ------------------------------------------------------------------------------------------
     def loader(self, columns: dict[str, list]) -> BatchLoader:

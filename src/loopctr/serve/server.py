@@ -2,7 +2,8 @@
 
 uvicorn (with the httptools parser) runs a plain ASGI application: one event-loop thread parses requests,
 validates their rows, scores small batches and answers; one model thread scores large batches (while the loop
-keeps answering /health and queueing requests). Threads do not grow with
+keeps answering /health and queueing requests), and one worker process parses and validates bodies of more
+than `offload_bytes` (a JSON parse holds the interpreter: on the loop, a 15 MB body would stall every client). Threads do not grow with
 connections, and idle kept-alive connections are closed after `keep_alive_s`. (FastAPI would add a schema
 layer that the field-by-field validation of `Predictor.validate` already covers, with better messages.)
 
@@ -20,17 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import socket
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from loopctr.serve.predictor import BadRequest, Predictor, TooLarge
+from loopctr.serve.predictor import BadRequest, Predictor, RequestValidator, TooLarge
 
 
 @dataclass
@@ -51,6 +54,9 @@ class ServeConfig:
     # thread (so that the loop keeps answering meanwhile): for small batches the hand-over, and the two
     # threads taking turns on the GIL at every operator, cost 10-25% of the throughput (BENCHMARKS.md)
     inline_rows: int = 64
+    # bodies larger than this are parsed and validated in a worker process: the JSON parse of a 15 MB body holds
+    # the interpreter for a second, which on the loop would stall every other client (0: every body inline)
+    offload_bytes: int = 1 << 20
 
 
 ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics")
@@ -236,6 +242,18 @@ class MicroBatcher:
             self.busy = False
 
 
+_worker_validator: RequestValidator | None = None  # the validator of a parsing worker process
+
+
+def _start_parser(validator: RequestValidator) -> None:
+    global _worker_validator
+    _worker_validator = validator
+
+
+def _parse_in_worker(raw: bytes):
+    return _worker_validator.parse(raw)
+
+
 class ScoringApp:
     """The ASGI application: routes, request validation, JSON answers, metrics."""
 
@@ -243,6 +261,7 @@ class ScoringApp:
         self.predictor, self.config = predictor, config
         self.metrics = Metrics()
         self.batcher = MicroBatcher(predictor, config, self.metrics)
+        self._parsers: ProcessPoolExecutor | None = None  # started by the first large body
         self.get_routes = {"/health": lambda: {"status": "ok"}, "/metadata": predictor.metadata,
                            "/metrics": self.metrics.render}
 
@@ -300,29 +319,36 @@ class ScoringApp:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
+    async def _parse(self, raw: bytes):
+        """`RequestValidator.parse` of the body: inline, or for a large body in the parsing worker process (one:
+        large bodies queue for it, the loop keeps serving the others)."""
+        if len(raw) <= self.config.offload_bytes:
+            return self.predictor.validator.parse(raw)
+        if self._parsers is None:  # spawned, not forked: a fork of a process running torch threads can hang
+            self._parsers = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), _start_parser,
+                                                (self.predictor.validator,))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._parsers, _parse_in_worker, raw)
+        except BrokenProcessPool:  # the worker died (killed, out of memory): the next large body starts another
+            self._parsers = None
+            raise
+
+    def close(self) -> None:
+        self.batcher.model_thread.shutdown(wait=False)
+        if self._parsers is not None:
+            self._parsers.shutdown(wait=False, cancel_futures=True)
+
     async def _predict(self, scope, receive) -> tuple[int, dict, int]:
         """(status, JSON body, rows scored) of one POST /predict."""
         try:
             raw = await self._read_body(scope, receive)
-            try:
-                body = json.loads(raw)
-            except RecursionError:
-                raise BadRequest("malformed JSON: nested too deeply") from None
-            except ValueError as exc:  # not JSON, not UTF-8, or an integer beyond Python's digit limit
-                raise BadRequest(f"malformed JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object with 'rows'")
-            unknown = set(body) - {"rows", "depth", "budget"}
-            if unknown:
-                raise BadRequest(f"unknown key(s) {sorted(unknown)}; expected 'rows' and optional 'depth', 'budget'")
-            if "rows" not in body:
-                raise BadRequest("missing 'rows'")
-            columns = self.predictor.validate(body["rows"])
-            depth = self.predictor.resolve_depth(body.get("depth"), body.get("budget"))
+            columns, n, depth, budget = await self._parse(raw)
+            depth = self.predictor.resolve_depth(depth, budget)
         except BadRequest as exc:
             code = 413 if isinstance(exc, TooLarge) else 408 if isinstance(exc, BodyTimeout) else 400
             return code, {"error": str(exc)}, 0
-        n = len(body["rows"])
+        except BrokenProcessPool:
+            return 503, {"error": "the request parser stopped while reading this body; send it again"}, 0
         future = asyncio.get_running_loop().create_future()
         self.batcher.submit(Job(columns, n, depth, future))
         try:
@@ -364,7 +390,7 @@ class Server:
 
     def server_close(self) -> None:
         self.socket.close()
-        self.app.batcher.model_thread.shutdown(wait=False)
+        self.app.close()
 
 
 def build_server(run_dir, config: ServeConfig | None = None) -> Server:
