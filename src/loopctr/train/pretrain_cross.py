@@ -147,7 +147,7 @@ def _fit(config: PretrainCrossConfig, vocab_sizes: dict, vocab: dict, edges: dic
         loss.backward()
         optimizer.step()
         if step % config.eval_every == 0 or step == config.steps:
-            log(f"step {step}: train loss {float(loss) / len(edges):.4f}, best held-out error {keep_best(step):.4f}")
+            log(f"step {step}: train loss {loss.item() / len(edges):.4f}, best held-out error {keep_best(step):.4f}")
     return best
 
 
@@ -171,7 +171,7 @@ def pretrain_cross(data_dir, pairs: list[str], overrides: list[str] = (), log=pr
     if not 0.0 < rate < 1.0:
         raise UserError(f"pretrain-cross: the train split of {data.path} has a single label (rate {rate})")
     columns = {name: np.asarray(train.column(name)) for names in fields.values() for name in names}
-    folds = row_fold([torch.as_tensor(np.asarray(train.column(f.name))) for f in schema.of_type("categorical")])
+    folds = row_fold([torch.from_numpy(np.array(train.column(f.name))) for f in schema.of_type("categorical")])
     folds = folds.numpy()
     vocab = {pair: tuple(schema.field(f).vocab for f in names) for pair, names in fields.items()}
     sizes = {v: data.vocab_sizes[v] for vs in vocab.values() for v in vs}
