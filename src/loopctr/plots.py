@@ -96,10 +96,14 @@ def scaling_figure(series, x_label: str, y_label: str, path: Path) -> None:
                 label=f"{name}: b = {fit.b:.3f}{interval}, c = {fit.c:.4g}, R² = {fit.r2:.2f}{verdict}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
-    for axis in (ax.xaxis, ax.yaxis):
+    points = [np.concatenate([x for _, x, _, _ in series]), np.concatenate([y for _, _, y, _ in series])]
+    for axis, values in zip((ax.xaxis, ax.yaxis), points):
         axis.set_minor_formatter(NullFormatter())  # minor labels overlap over less than a decade
+        if values.max() < 10 * values.min():  # no power of ten inside: label evenly spaced values instead
+            axis.set_major_locator(MaxNLocator(5))
+            axis.set_major_formatter(FormatStrFormatter("%.3g"))
     ax.set_xlabel(x_label + " (log scale)")
     ax.set_ylabel(y_label + " (log scale)")
     ax.grid(alpha=0.3, which="both")
