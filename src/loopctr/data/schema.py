@@ -94,15 +94,18 @@ class Schema:
                 seen.append(f.vocab)
         return seen
 
-    def with_cross_features(self, pairs: list[str]) -> Schema:
+    def with_cross_features(self, pairs: list[str], where: str = "model.cross_features") -> Schema:
         """This schema and one numeric field per pair of categorical fields ("user_id:item_id"), its value the
-        pair's pre-trained cross feature: how a model built with `model.cross_features` sees its inputs."""
+        pair's pre-trained cross feature: how a model built with `model.cross_features` sees its inputs. Also
+        the check of `loopctr pretrain-cross`'s pairs (`where` names the setting in errors)."""
         added = []
         for pair in pairs:
-            for name in parse_pair(pair):
+            for name in parse_pair(pair, where):
                 if name not in self.field_names or self.field(name).type != "categorical":
-                    raise UserError(f"model.cross_features: '{name}' of '{pair}' is not a categorical field "
+                    raise UserError(f"{where}: '{name}' of '{pair}' is not a categorical field "
                                     f"({[f.name for f in self.of_type('categorical')]})")
+                if self.field(name).hashed:
+                    raise UserError(f"{where}: '{name}' is hashed; its 31-bit ids have no node table")
             added.append(FieldSpec(name=pair, type="numeric", cross=True))
         return dataclasses.replace(self, fields=self.fields + tuple(added)) if added else self
 

@@ -96,8 +96,10 @@ class FeatureEmbedding(nn.Module):
 
     def numeric_values(self, batch: Batch) -> dict[str, torch.Tensor]:
         """numeric field -> its (B,) float values: the batch's, and the cross features computed from its ids."""
-        values = {name: batch.features[name].float() for name in self.numeric_fields if name in batch.features}
-        return {**values, **(self.cross(batch) if self.cross is not None else {})}
+        if self.cross is None:
+            return {name: batch.features[name].float() for name in self.numeric_fields}
+        values = {name: batch.features[name].float() for name in self.numeric_fields if name not in self.cross.pairs}
+        return {**values, **self.cross(batch)}
 
     def forward(self, batch: Batch, fields: list[str] | None = None) -> dict[str, torch.Tensor]:
         """field -> its embeddings: (B, d) for categorical and numeric fields, (T, d) for a sequence field (one

@@ -3,9 +3,10 @@
 uvicorn (with the httptools parser) runs a plain ASGI application: one event-loop thread parses requests,
 validates their rows, scores small batches and answers; one model thread scores large batches (while the loop
 keeps answering /health and queueing requests), and one worker process parses and validates bodies of more
-than `offload_bytes` (a JSON parse holds the interpreter: on the loop, a 15 MB body would stall every client). Threads do not grow with
-connections, and idle kept-alive connections are closed after `keep_alive_s`. (FastAPI would add a schema
-layer that the field-by-field validation of `Predictor.validate` already covers, with better messages.)
+than `offload_bytes` (a JSON parse holds the interpreter: on the loop, a 15 MB body would stall every client).
+Threads do not grow with connections, and idle kept-alive connections are closed after `keep_alive_s`.
+(FastAPI would add a schema layer that the field-by-field validation of `RequestValidator` already covers,
+with better messages.)
 
 Micro-batching: the requests read in one turn of the event loop form a batch; requests that arrive while a
 batch is scored queue, and everything queued (up to `max_batch_rows` rows) becomes the next batch, one forward

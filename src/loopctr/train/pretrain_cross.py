@@ -158,14 +158,8 @@ def pretrain_cross(data_dir, pairs: list[str], overrides: list[str] = (), log=pr
     data = PreparedDataset(data_dir)
     torch.set_num_threads(config.threads or free_cores())
     schema, train = data.schema, data.split("train")
-    fields = {pair: parse_pair(pair, "pretrain-cross") for pair in config.pairs}
-    for pair, names in fields.items():
-        for name in names:
-            if name not in schema.field_names or schema.field(name).type != "categorical":
-                raise UserError(f"pretrain-cross: '{name}' of '{pair}' is not a categorical field of {data.path} "
-                                f"({[f.name for f in schema.of_type('categorical')]})")
-            if schema.field(name).hashed:
-                raise UserError(f"pretrain-cross: '{name}' is hashed; its 31-bit ids have no node table")
+    schema.with_cross_features(config.pairs, "pretrain-cross")  # the pairs a model could read
+    fields = {pair: parse_pair(pair) for pair in config.pairs}
     labels = np.asarray(train.labels)
     rate = float(np.mean(labels))
     if not 0.0 < rate < 1.0:
